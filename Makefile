@@ -1,0 +1,40 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BUF_VERSION ?= 1.75.0
+
+.PHONY: install run test lint proto tools bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# buf (for `buf lint` in the suite) comes from npm; without npm the lint test skips and says why.
+tools: .tools/node_modules/.bin/buf
+
+.tools/node_modules/.bin/buf:
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION); \
+	else echo "npm not found: buf lint test will be skipped"; fi
+
+run: install
+	$(BIN)/wallet-server dev
+
+test: install tools lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy wallet_server clients/python tests scripts
+
+proto: install
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .tools .wallet-dev build *.egg-info
