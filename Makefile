@@ -31,7 +31,7 @@ test: install tools lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy wallet_server clients/python tests scripts
+	$(BIN)/mypy wallet_server tests scripts
 
 proto: install
 	$(BIN)/python scripts/gen_protos.py

@@ -1,5 +1,9 @@
-"""Pure business rules: money, ledger postings, errors. No I/O, no protobuf, no SQL."""
+"""Pure business rules: money, ledger postings, users, principals, errors.
 
+No I/O, no protobuf, no SQL: everything here is plain Python and unit-testable.
+"""
+
+from wallet_server.domain._currencies import CURRENCY_EXPONENTS
 from wallet_server.domain._errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -14,18 +18,81 @@ from wallet_server.domain._errors import (
     Unimplemented,
     WalletError,
 )
+from wallet_server.domain._ledger import (
+    Account,
+    AccountKind,
+    Posting,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+    check_balanced,
+    plan_transfer,
+)
+from wallet_server.domain._money import (
+    INT64_MAX,
+    INT64_MIN,
+    Money,
+    currency_exponent,
+    format_decimal_amount,
+    parse_currency,
+    parse_decimal_amount,
+    parse_money,
+)
+from wallet_server.domain._principals import (
+    ALL_PARTNER_SCOPES,
+    SCOPE_DEPOSIT,
+    SCOPE_EVENTS,
+    SCOPE_MERCHANT,
+    SCOPE_PAYOUTS,
+    SCOPE_TRANSFERS,
+    OperatorPrincipal,
+    PartnerPrincipal,
+    Principal,
+    UserPrincipal,
+)
+from wallet_server.domain._users import User, normalize_username, validate_registration
 
 __all__ = [
+    "ALL_PARTNER_SCOPES",
+    "CURRENCY_EXPONENTS",
+    "INT64_MAX",
+    "INT64_MIN",
+    "SCOPE_DEPOSIT",
+    "SCOPE_EVENTS",
+    "SCOPE_MERCHANT",
+    "SCOPE_PAYOUTS",
+    "SCOPE_TRANSFERS",
+    "Account",
+    "AccountKind",
     "AlreadyExists",
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
+    "Money",
     "NotFound",
+    "OperatorPrincipal",
+    "PartnerPrincipal",
     "PermissionDenied",
+    "Posting",
+    "Principal",
     "RateLimited",
     "Reason",
+    "Transaction",
+    "TransactionKind",
+    "TransactionStatus",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "User",
+    "UserPrincipal",
     "WalletError",
+    "check_balanced",
+    "currency_exponent",
+    "format_decimal_amount",
+    "normalize_username",
+    "parse_currency",
+    "parse_decimal_amount",
+    "parse_money",
+    "plan_transfer",
+    "validate_registration",
 ]

@@ -39,6 +39,7 @@ class Reason(StrEnum):
     USERNAME_TAKEN = "USERNAME_TAKEN"
     SAME_ACCOUNT = "SAME_ACCOUNT"
     AMOUNT_OVERFLOW = "AMOUNT_OVERFLOW"
+    ABORTED = "ABORTED"
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
     INTERNAL = "INTERNAL"
@@ -55,9 +56,13 @@ class FieldViolation:
 
 
 class WalletError(Exception):
-    """Base of all errors a client is allowed to see."""
+    """Base of all errors a client is allowed to see.
+
+    ``status_name`` is the canonical status code (google.rpc.Code name) of the class.
+    """
 
     default_reason = "INTERNAL"
+    status_name = "INTERNAL"
 
     def __init__(
         self,
@@ -76,6 +81,7 @@ class InvalidArgument(WalletError):
     """The request is malformed; nothing was looked at in the database."""
 
     default_reason = "INVALID_ARGUMENT"
+    status_name = "INVALID_ARGUMENT"
 
     def __init__(
         self,
@@ -96,39 +102,47 @@ class NotFound(WalletError):
     """The object does not exist, or the caller may not know that it exists."""
 
     default_reason = "NOT_FOUND"
+    status_name = "NOT_FOUND"
 
 
 class AlreadyExists(WalletError):
     default_reason = "ALREADY_EXISTS"
+    status_name = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(WalletError):
     """A business rule refused the operation (insufficient funds, frozen account, ...)."""
 
     default_reason = "FAILED_PRECONDITION"
+    status_name = "FAILED_PRECONDITION"
 
 
 class Unauthenticated(WalletError):
     """No valid identity: missing, expired or tampered credentials."""
 
     default_reason = "UNAUTHENTICATED"
+    status_name = "UNAUTHENTICATED"
 
 
 class PermissionDenied(WalletError):
     """A valid identity that may not do this."""
 
     default_reason = "PERMISSION_DENIED"
+    status_name = "PERMISSION_DENIED"
 
 
 class RateLimited(WalletError):
     default_reason = "RATE_LIMITED"
+    status_name = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(WalletError):
     """A dependency (the database) cannot be reached right now; the call may be retried."""
 
     default_reason = "UNAVAILABLE"
+    status_name = "UNAVAILABLE"
 
 
 class Unimplemented(WalletError):
     default_reason = "UNIMPLEMENTED"
+    status_name = "UNIMPLEMENTED"

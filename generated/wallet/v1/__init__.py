@@ -1,0 +1,1 @@
+"""Generated code of package wallet.v1 (run `make proto`)."""

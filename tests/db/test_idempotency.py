@@ -1,0 +1,109 @@
+"""Idempotency: a retried request applies once and returns the original answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from uuid import uuid4
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.db.conftest import Ledger
+from tests.db.test_transfers import transfer_cmd
+from tests.ledger_checks import count, ledger_violations
+from wallet_server import services
+from wallet_server.domain import FailedPrecondition, Reason
+
+
+async def test_replay_returns_the_original_transaction_and_moves_money_once(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    alice, bob = await ledger.user("alice"), await ledger.user("bob")
+    a, b = await ledger.account(alice), await ledger.account(bob)
+    await ledger.deposit(await ledger.partner(), a, 1_000)
+    cmd = transfer_cmd(alice, a, b, 300)
+
+    first = await services.transfer(cmd, uow())
+    second = await services.transfer(cmd, uow())
+
+    assert second == first
+    assert await ledger.balance(alice, a) == 700
+    assert await count(clean_db, "SELECT count(*) FROM transactions WHERE kind='transfer'") == 1
+
+
+async def test_same_key_different_payload_is_refused(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork]
+) -> None:
+    alice, bob = await ledger.user("alice"), await ledger.user("bob")
+    a, b = await ledger.account(alice), await ledger.account(bob)
+    await ledger.deposit(await ledger.partner(), a, 1_000)
+    key = uuid4()
+    await services.transfer(transfer_cmd(alice, a, b, 300, request_id=key), uow())
+
+    with pytest.raises(FailedPrecondition) as caught:
+        await services.transfer(transfer_cmd(alice, a, b, 301, request_id=key), uow())
+
+    assert caught.value.reason == Reason.IDEMPOTENCY_KEY_REUSED
+    assert await ledger.balance(alice, a) == 700
+
+
+async def test_keys_are_scoped_to_the_caller(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork]
+) -> None:
+    alice, bob = await ledger.user("alice"), await ledger.user("bob")
+    a, b = await ledger.account(alice), await ledger.account(bob)
+    partner = await ledger.partner()
+    await ledger.deposit(partner, a, 1_000)
+    await ledger.deposit(partner, b, 1_000)
+    key = uuid4()
+
+    await services.transfer(transfer_cmd(alice, a, b, 100, request_id=key), uow())
+    await services.transfer(transfer_cmd(bob, b, a, 100, request_id=key), uow())
+
+    assert await ledger.balance(alice, a) == 1_000
+    assert await ledger.balance(bob, b) == 1_000
+
+
+async def test_a_refusal_is_remembered_even_after_funds_arrive(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork]
+) -> None:
+    alice, bob = await ledger.user("alice"), await ledger.user("bob")
+    a, b = await ledger.account(alice), await ledger.account(bob)
+    cmd = transfer_cmd(alice, a, b, 300)
+    with pytest.raises(FailedPrecondition):
+        await services.transfer(cmd, uow())
+    await ledger.deposit(await ledger.partner(), a, 1_000)
+
+    with pytest.raises(FailedPrecondition) as caught:
+        await services.transfer(cmd, uow())
+
+    assert caught.value.reason == Reason.INSUFFICIENT_FUNDS
+    assert await ledger.balance(alice, a) == 1_000
+
+
+async def test_the_same_request_sent_concurrently_applies_once(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    alice, bob = await ledger.user("alice"), await ledger.user("bob")
+    a, b = await ledger.account(alice), await ledger.account(bob)
+    await ledger.deposit(await ledger.partner(), a, 1_000)
+    cmd = transfer_cmd(alice, a, b, 100)
+
+    results = await asyncio.gather(*(services.transfer(cmd, uow()) for _ in range(20)))
+
+    assert len({r.transaction_id for r in results}) == 1
+    assert await ledger.balance(alice, a) == 900
+    assert await count(clean_db, "SELECT count(*) FROM transactions WHERE kind='transfer'") == 1
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_open_account_replay_returns_the_same_account(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    alice = await ledger.user("alice")
+    cmd = services.OpenAccount(caller=alice, request_id=uuid4(), currency="JPY")
+    first = await services.open_account(cmd, uow())
+    second = await services.open_account(cmd, uow())
+    assert first == second
+    assert await count(clean_db, "SELECT count(*) FROM accounts WHERE kind='user'") == 1

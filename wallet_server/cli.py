@@ -1,0 +1,267 @@
+"""``wallet-server dev | serve | migrate | certs``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from wallet_server._logging import configure_logging
+from wallet_server.config import ConfigError, Settings, load_settings
+from wallet_server.devdb import DevDatabaseError, EmbeddedDatabase, start_embedded_database
+
+_log = logging.getLogger("wallet_server")
+
+DEMO_PARTNER = "demo"
+DEMO_OPERATOR = "admin"
+
+
+class StartupError(Exception):
+    """Start-up failed for a reason the operator can fix; the message is one line."""
+
+
+def _dev_keys(data_dir: Path) -> dict[str, str]:
+    """Signing and encryption keys for dev, kept in the data dir so sessions survive restarts."""
+    path = data_dir / "dev-keys.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    keys = {
+        "token_keys": "dev1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "token_active_key_id": "dev1",
+        "secret_keys": "dev1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "secret_active_key_id": "dev1",
+    }
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(keys))
+    return keys
+
+
+def _dev_settings(args: argparse.Namespace, data_dir: Path, database_url: str) -> Settings:
+    from wallet_server.security import ensure_dev_pki
+
+    pki = ensure_dev_pki(data_dir / "certs")
+    defaults: dict[str, Any] = {
+        "database_url": database_url,
+        "host": "127.0.0.1",
+        "port": args.port,
+        "mtls_port": args.mtls_port,
+        "tls_cert_file": str(pki.server_cert),
+        "tls_key_file": str(pki.server_key),
+        "client_ca_file": str(pki.ca_cert),
+        **_dev_keys(data_dir),
+    }
+    env = {k: v for k, v in os.environ.items() if k != "WALLET_DATABASE_URL"}
+    return load_settings(None, env=env, defaults=defaults)
+
+
+def _grpcurl_help(data_dir: Path, public: int, mtls: int) -> str:
+    certs = data_dir / "certs"
+    template = resources.files("wallet_server").joinpath("_banner.txt").read_text()
+    return template.format(
+        tls=f"-cacert {certs}/ca.pem",
+        partner=f"-cert {certs}/partner-demo.pem -key {certs}/partner-demo-key.pem",
+        admin=f"-cert {certs}/admin.pem -key {certs}/admin-key.pem",
+        pub=f"127.0.0.1:{public}",
+        mt=f"127.0.0.1:{mtls}",
+    )
+
+
+async def _seed_dev(engine: Any) -> None:
+    from wallet_server.domain import ALL_PARTNER_SCOPES
+    from wallet_server.services import UnitOfWork, register_operator, register_partner
+
+    await register_operator(UnitOfWork(engine), DEMO_OPERATOR)
+    await register_partner(UnitOfWork(engine), DEMO_PARTNER, ALL_PARTNER_SCOPES)
+
+
+async def _serve(
+    settings: Settings, *, seed: bool, banner: Any = None, ready_file: Path | None = None
+) -> None:
+    from wallet_server.storage import create_engine
+    from wallet_server.transport import create_server
+
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    try:
+        if seed:
+            await _seed_dev(engine)
+        try:
+            server, ports = create_server(settings, engine)
+        except (OSError, RuntimeError) as exc:
+            raise StartupError(
+                f"cannot listen on {settings.host}:{settings.port} / "
+                f"{settings.effective_mtls_host}:{settings.mtls_port} ({exc}); "
+                "is another server running? choose other ports with --port/--mtls-port"
+            ) from None
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if banner is not None:
+            print(banner(ports.public, ports.mtls), flush=True)
+        if ready_file is not None:
+            ports_json = json.dumps({"port": ports.public, "mtls_port": ports.mtls})
+            await asyncio.to_thread(ready_file.write_text, ports_json)
+        _log.info(json.dumps({"event": "serving", "port": ports.public, "mtls_port": ports.mtls}))
+        await stop.wait()
+        _log.info(
+            json.dumps({"event": "stopping", "grace_seconds": settings.shutdown_grace_seconds})
+        )
+        await server.stop(settings.shutdown_grace_seconds)
+    finally:
+        await engine.dispose()
+
+
+def _run_migrations(url: str) -> None:
+    from wallet_server.storage import migrate
+
+    try:
+        migrate(url)
+    except Exception as exc:
+        raise StartupError(f"database migration failed: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedDatabase | None = None
+    url = os.environ.get("WALLET_DATABASE_URL")
+    try:
+        if not url:
+            embedded = start_embedded_database(data_dir)
+            url = embedded.url()
+        settings = _dev_settings(args, data_dir, url)
+        configure_logging(settings.log_level)
+        _run_migrations(settings.database_url)
+        asyncio.run(
+            _serve(
+                settings,
+                seed=True,
+                banner=lambda public, mtls: _grpcurl_help(data_dir, public, mtls),
+                ready_file=Path(args.ready_file) if args.ready_file else None,
+            )
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from wallet_server.storage import schema_is_current
+
+    settings = load_settings(Path(args.config) if args.config else None)
+    configure_logging(settings.log_level)
+    try:
+        current = schema_is_current(settings.database_url)
+    except Exception as exc:
+        raise StartupError(f"cannot reach the database: {_one_line(exc)}") from None
+    if not current:
+        raise StartupError("the database schema is not current; run 'wallet-server migrate'")
+    asyncio.run(
+        _serve(settings, seed=False, ready_file=Path(args.ready_file) if args.ready_file else None)
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    url = args.database_url or os.environ.get("WALLET_DATABASE_URL")
+    if not url and args.config:
+        url = load_settings(Path(args.config)).database_url
+    if not url:
+        raise StartupError("no database: pass --database-url or set WALLET_DATABASE_URL")
+    configure_logging("INFO")
+    _run_migrations(url)
+    print("database schema is current")
+
+
+def cmd_certs(args: argparse.Namespace) -> None:
+    from wallet_server.security import (
+        ensure_dev_pki,
+        issue_certificate,
+        operator_spiffe_id,
+        partner_spiffe_id,
+    )
+
+    out = Path(args.dir).expanduser().resolve()
+    if args.certs_command == "init":
+        paths = ensure_dev_pki(out)
+        print(f"CA and certificates in {paths.ca_cert.parent}")
+        return
+    kind, name = ("partner", args.partner) if args.partner else ("operator", args.operator)
+    spiffe_id = partner_spiffe_id(name) if kind == "partner" else operator_spiffe_id(name)
+    stem = f"{kind}-{name}" if kind == "partner" else name
+    issue_certificate(
+        ca_cert_path=out / "ca.pem",
+        ca_key_path=out / "ca-key.pem",
+        out_cert=out / f"{stem}.pem",
+        out_key=out / f"{stem}-key.pem",
+        spiffe_id=spiffe_id,
+    )
+    print(f"issued {out / (stem + '.pem')} for {spiffe_id}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wallet-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="zero set-up server: embedded PostgreSQL, dev certificates")
+    dev.add_argument("--port", type=int, default=50051, help="public TLS port (0: any free)")
+    dev.add_argument("--mtls-port", type=int, default=50052, help="mutual-TLS port (0: any free)")
+    dev.add_argument("--data-dir", default=".wallet-dev", help="database, certificates, keys")
+    dev.add_argument("--ready-file", help=argparse.SUPPRESS)
+    dev.set_defaults(handler=cmd_dev)
+
+    serve = sub.add_parser("serve", help="run with a configuration file and WALLET_* env")
+    serve.add_argument("--config", help="TOML file (settings may also come from WALLET_* env)")
+    serve.add_argument("--ready-file", help=argparse.SUPPRESS)
+    serve.set_defaults(handler=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="bring the database schema up to date")
+    mig.add_argument("--database-url", help="default: WALLET_DATABASE_URL or --config's")
+    mig.add_argument("--config", help="TOML file to take database_url from")
+    mig.set_defaults(handler=cmd_migrate)
+
+    certs = sub.add_parser("certs", help="a private CA and certificates for partners/operators")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    init = certs_sub.add_parser("init", help="create a CA, a server and demo client certs")
+    init.add_argument("--dir", default=".wallet-dev/certs")
+    issue = certs_sub.add_parser("issue", help="issue a client certificate from the CA in --dir")
+    issue.add_argument("--dir", default=".wallet-dev/certs")
+    who = issue.add_mutually_exclusive_group(required=True)
+    who.add_argument("--partner", help="partner name (spiffe://wallet/partner/<name>)")
+    who.add_argument("--operator", help="operator name (spiffe://wallet/operator/<name>)")
+    certs.set_defaults(handler=cmd_certs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ConfigError, DevDatabaseError, StartupError, ValueError) as exc:
+        print(f"wallet-server: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

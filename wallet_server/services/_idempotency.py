@@ -1,0 +1,91 @@
+"""Exactly-once execution of mutating calls, keyed by (principal, request_id).
+
+The record is claimed and completed inside the caller's transaction, so it commits with the
+effect. A business refusal (insufficient funds, not found...) is remembered too: a retry gets
+the same answer even if the balance has changed since.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from wallet_server.domain import AlreadyExists, FailedPrecondition, NotFound, Reason, WalletError
+from wallet_server.services._codec import decode_as, encode
+from wallet_server.services._unit_of_work import UnitOfWork
+
+T = TypeVar("T")
+
+# Refusals that depend on the state of the ledger; they are part of the remembered outcome.
+_REMEMBERED_ERRORS: dict[str, type[WalletError]] = {
+    "ALREADY_EXISTS": AlreadyExists,
+    "FAILED_PRECONDITION": FailedPrecondition,
+    "NOT_FOUND": NotFound,
+}
+
+
+def fingerprint(method: str, command: Any) -> bytes:
+    """What makes two requests 'the same payload': the method and every field but the key."""
+    fields = {
+        f.name: encode(getattr(command, f.name))
+        for f in dataclasses.fields(command)
+        if f.name not in {"request_id", "caller"}
+    }
+    canonical = json.dumps([method, fields], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+async def run_once(
+    uow: UnitOfWork,
+    *,
+    principal: str,
+    request_id: UUID,
+    method: str,
+    command: Any,
+    result_type: type[T],
+    execute: Callable[[], Awaitable[T]],
+) -> T:
+    """Run ``execute`` once per key; on a replay return (or raise) what the first run did.
+
+    Must be called inside ``async with uow``; the caller commits on success.
+    """
+    assert dataclasses.is_dataclass(command)
+    digest = fingerprint(method, command)
+    prior = await uow.idempotency.claim(
+        principal=principal, request_id=request_id, method=method, fingerprint=digest
+    )
+    if prior is not None:
+        if prior.fingerprint != digest:
+            raise FailedPrecondition(
+                "request_id was already used with a different request",
+                reason=Reason.IDEMPOTENCY_KEY_REUSED,
+            )
+        return _replay(prior.response, result_type)
+    try:
+        async with uow.savepoint():
+            result = await execute()
+    except tuple(_REMEMBERED_ERRORS.values()) as exc:
+        await uow.idempotency.store_response(
+            principal=principal,
+            request_id=request_id,
+            response={
+                "error": {"status": exc.status_name, "reason": exc.reason, "message": exc.message}
+            },
+        )
+        await uow.commit(code=exc.status_name)
+        raise
+    await uow.idempotency.store_response(
+        principal=principal, request_id=request_id, response={"result": encode(result)}
+    )
+    return result
+
+
+def _replay(response: Any, result_type: type[T]) -> T:
+    if "error" in response:
+        error = response["error"]
+        raise _REMEMBERED_ERRORS[error["status"]](error["message"], reason=error["reason"])
+    return decode_as(result_type, response["result"])

@@ -1,0 +1,109 @@
+"""The unit of work: one database transaction, its repositories, its clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from wallet_server.services._call import current_call
+from wallet_server.storage.repositories import (
+    AuditRepository,
+    IdempotencyRepository,
+    LedgerRepository,
+    PrincipalRepository,
+    UserRepository,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UnitOfWork:
+    """``async with uow:`` opens a transaction; ``commit()`` ends it; leaving rolls back.
+
+    Re-enterable: each ``async with`` is a fresh transaction, so a use case can be retried
+    with the same object. ``commit`` also writes the current call's audit row inside the
+    transaction.
+    """
+
+    users: UserRepository
+    principals: PrincipalRepository
+    ledger: LedgerRepository
+    idempotency: IdempotencyRepository
+    audit: AuditRepository
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = utc_now,
+        new_id: Callable[[], UUID] = uuid.uuid4,
+    ) -> None:
+        self._engine = engine
+        self.clock = clock
+        self.new_id = new_id
+        self._conn: AsyncConnection | None = None
+        self._tx: AsyncTransaction | None = None
+
+    async def __aenter__(self) -> UnitOfWork:
+        conn = await self._engine.connect()
+        try:
+            self._tx = await conn.begin()
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        self.users = UserRepository(conn)
+        self.principals = PrincipalRepository(conn)
+        self.ledger = LedgerRepository(conn)
+        self.idempotency = IdempotencyRepository(conn)
+        self.audit = AuditRepository(conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, tx = self._conn, self._tx
+        self._conn = self._tx = None
+        if conn is None:
+            return
+        try:
+            if tx is not None and tx.is_active:
+                await tx.rollback()
+        finally:
+            await conn.close()
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._conn
+
+    def savepoint(self) -> AsyncTransaction:
+        """``async with uow.savepoint():`` undoes only the block's writes if it raises."""
+        return self.connection.begin_nested()
+
+    async def commit(self, *, code: str = "OK") -> None:
+        """Commit, with the current call's audit row (outcome ``code``) in the same transaction."""
+        if self._tx is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        record = current_call()
+        if record is not None and not record.audited:
+            await self.audit.append([record.entry(code)])
+        await self._tx.commit()
+        if record is not None:
+            record.audited = True
+
+    def now(self) -> datetime:
+        return self.clock()

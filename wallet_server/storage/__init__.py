@@ -1,0 +1,20 @@
+"""Persistence on PostgreSQL: tables, migrations, repositories. SQL stops here."""
+
+from wallet_server.storage._engine import (
+    create_engine,
+    migrate,
+    schema_is_current,
+    sqlalchemy_url,
+)
+from wallet_server.storage._errors import is_retryable_conflict, is_unavailable
+from wallet_server.storage._tables import metadata
+
+__all__ = [
+    "create_engine",
+    "is_retryable_conflict",
+    "is_unavailable",
+    "metadata",
+    "migrate",
+    "schema_is_current",
+    "sqlalchemy_url",
+]

@@ -1,0 +1,22 @@
+"""Classify database errors without letting driver types escape this package."""
+
+from __future__ import annotations
+
+import psycopg.errors
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+_RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """A serialization failure or deadlock: the whole transaction may simply run again."""
+    return isinstance(exc, DBAPIError) and isinstance(exc.orig, _RETRYABLE)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached (connection refused or lost, server shutting down)."""
+    if isinstance(exc, OSError | ConnectionError):
+        return True
+    if isinstance(exc, InterfaceError | OperationalError) and not is_retryable_conflict(exc):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated

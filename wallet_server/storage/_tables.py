@@ -1,0 +1,222 @@
+"""SQLAlchemy Core tables. The migrations create exactly these (a test compares them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _created_at() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", UUID(as_uuid=True), primary_key=True),
+    Column("username", Text, nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("kyc_tier", SmallInteger, nullable=False, server_default=text("1")),
+    Column("totp_secret", LargeBinary, nullable=True),
+    Column("totp_enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("failed_logins", Integer, nullable=False, server_default=text("0")),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    _created_at(),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", UUID(as_uuid=True), ForeignKey("users.user_id"), nullable=False),
+    Column("device_name", Text, nullable=False),
+    _created_at(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoke_reason", Text, nullable=True),
+    Index(None, "user_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", LargeBinary, primary_key=True),
+    Column("session_id", UUID(as_uuid=True), ForeignKey("sessions.session_id"), nullable=False),
+    _created_at(),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Index(None, "session_id"),
+)
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("partner_id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("spiffe_id", Text, nullable=False, unique=True),
+    Column("scopes", ARRAY(Text), nullable=False),
+    _created_at(),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("operator_id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("spiffe_id", Text, nullable=False, unique=True),
+    _created_at(),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("owner_user_id", UUID(as_uuid=True), ForeignKey("users.user_id"), nullable=True),
+    Column("partner_id", UUID(as_uuid=True), ForeignKey("partners.partner_id"), nullable=True),
+    Column("posted", BigInteger, nullable=False, server_default=text("0")),
+    Column("pending_out", BigInteger, nullable=False, server_default=text("0")),
+    Column("frozen", Boolean, nullable=False, server_default=text("false")),
+    _created_at(),
+    # The last line of defence: a user wallet can never be overdrawn, whatever the code does.
+    CheckConstraint(
+        "kind <> 'user' OR (posted >= pending_out AND pending_out >= 0)", name="user_not_negative"
+    ),
+    CheckConstraint(
+        "kind IN ('user','settlement','fees','fx_pool','suspense','promotions')", name="kind"
+    ),
+    CheckConstraint("(kind = 'user') = (owner_user_id IS NOT NULL)", name="owner_iff_user"),
+    Index(None, "owner_user_id", "created_at"),
+    # One account per currency per user: where payments to a username land.
+    Index(
+        "uq_accounts_user_currency",
+        "owner_user_id",
+        "currency",
+        unique=True,
+        postgresql_where=text("kind = 'user'"),
+    ),
+    Index(
+        "uq_accounts_system",
+        "kind",
+        "partner_id",
+        "currency",
+        unique=True,
+        postgresql_where=text("kind <> 'user'"),
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("transaction_id", UUID(as_uuid=True), primary_key=True),
+    Column("seq", BigInteger, Identity(always=True), nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("from_account_id", UUID(as_uuid=True), nullable=True),
+    Column("to_account_id", UUID(as_uuid=True), nullable=True),
+    Column("memo", Text, nullable=False, server_default=text("''")),
+    Column("external_reference", Text, nullable=False, server_default=text("''")),
+    Column("initiator", Text, nullable=False),
+    Column("reverses_transaction_id", UUID(as_uuid=True), nullable=True, unique=True),
+    _created_at(),
+    Column("posted_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    Index(None, "from_account_id", "seq"),
+    Index(None, "to_account_id", "seq"),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("posting_id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "transaction_id",
+        UUID(as_uuid=True),
+        ForeignKey("transactions.transaction_id"),
+        nullable=False,
+    ),
+    Column("account_id", UUID(as_uuid=True), ForeignKey("accounts.account_id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False),
+    _created_at(),
+    CheckConstraint("amount <> 0", name="amount_nonzero"),
+    Index(None, "transaction_id"),
+    Index(None, "account_id", "posting_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("principal", Text, primary_key=True),
+    Column("request_id", UUID(as_uuid=True), primary_key=True),
+    Column("method", Text, nullable=False),
+    Column("fingerprint", LargeBinary, nullable=False),
+    Column("response", JSONB, nullable=True),
+    _created_at(),
+    Index(None, "created_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("resource_ids", ARRAY(Text), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("peer", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    # Filled by the sealer, which chains rows in the order it sees them committed.
+    Column("chain_seq", BigInteger, nullable=True, unique=True),
+    Column("prev_hash", LargeBinary, nullable=True),
+    Column("hash", LargeBinary, nullable=True),
+)
+
+__all__ = [
+    "accounts",
+    "audit_log",
+    "idempotency_keys",
+    "metadata",
+    "operators",
+    "partners",
+    "postings",
+    "refresh_tokens",
+    "sessions",
+    "transactions",
+    "users",
+]

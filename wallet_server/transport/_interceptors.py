@@ -1,0 +1,331 @@
+"""The interceptor chain: logging → audit → errors → authentication → authorization → servicer.
+
+Each concern is one small interceptor object with ``async def intercept(call, proceed)``.
+They are composed once per method (not per call) and installed on the server through a
+single ``grpc.aio.ServerInterceptor``, which keeps the per-call cost to one wrapper.
+Services outside ``wallet.v1`` (health, reflection) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeAlias
+
+import grpc
+from grpc import aio
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallet_server.domain import (
+    OperatorPrincipal,
+    PartnerPrincipal,
+    PermissionDenied,
+    Principal,
+    Reason,
+    Unauthenticated,
+    UserPrincipal,
+    WalletError,
+)
+from wallet_server.security import peer_certificate_from_pem
+from wallet_server.services import (
+    Authenticator,
+    CallRecord,
+    UnitOfWork,
+    begin_call,
+    record_unaudited_call,
+)
+from wallet_server.transport._errors import RpcFailure, failure_from_exception
+from wallet_server.transport._policy import Access, access_for
+
+_log = logging.getLogger("wallet_server.rpc")
+
+_principal: ContextVar[Principal | None] = ContextVar("wallet_principal", default=None)
+
+
+def current_principal() -> Principal | None:
+    return _principal.get()
+
+
+@dataclass(slots=True)
+class Call:
+    """One RPC as the interceptors see it."""
+
+    method: str
+    access: Access
+    context: aio.ServicerContext[Any, Any]
+    request: Any
+    record: CallRecord
+    principal: Principal | None = None
+    code: str = "OK"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Proceed = Callable[[], Awaitable[Any]]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class Interceptor(Protocol):
+    async def intercept(self, call: Call, proceed: Proceed) -> Any: ...
+
+
+class LoggingInterceptor:
+    """One structured line per RPC: method, principal, code, latency, request id."""
+
+    async def intercept(self, call: Call, proceed: Proceed) -> Any:
+        started = time.perf_counter()
+        try:
+            return await proceed()
+        finally:
+            if _log.isEnabledFor(logging.INFO):
+                _log.info(
+                    json.dumps(
+                        {
+                            "event": "rpc",
+                            "method": call.method,
+                            "principal": call.record.principal,
+                            "code": call.code,
+                            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                            "request_id": call.record.request_id,
+                            "peer": call.record.peer,
+                        }
+                    )
+                )
+
+
+class AuditInterceptor:
+    """Every call leaves an audit row. Use cases write it with their effect (same
+    transaction); calls that committed nothing are audited here, after the fact."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def intercept(self, call: Call, proceed: Proceed) -> Any:
+        try:
+            return await proceed()
+        finally:
+            if not call.record.audited:
+                try:
+                    await record_unaudited_call(UnitOfWork(self._engine), call.code)
+                except Exception:
+                    _log.exception("could not write the audit row for %s", call.method)
+
+
+class ErrorInterceptor:
+    """Turns any exception into an :class:`RpcFailure` carrying the rich status."""
+
+    async def intercept(self, call: Call, proceed: Proceed) -> Any:
+        try:
+            return await proceed()
+        except RpcFailure as failure:
+            call.code = failure.code_name
+            raise
+        except Exception as exc:
+            mapped = failure_from_exception(exc, call.method)
+            call.code = mapped.code_name
+            raise mapped from None
+
+
+def _bearer_token(context: aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise Unauthenticated(
+                "authorization metadata must be 'Bearer <token>'", reason=Reason.TOKEN_INVALID
+            )
+    return None
+
+
+def _peer_certificate_pem(context: aio.ServicerContext[Any, Any]) -> bytes | None:
+    certs = context.auth_context().get("x509_pem_cert")
+    return next(iter(certs), None) if certs else None
+
+
+class AuthenticationInterceptor:
+    """Bearer access token → user; verified client certificate → partner or operator.
+
+    Which credential counts depends on what the method needs: user methods take a bearer
+    token on either port; partner and admin methods need a client certificate, which only
+    the mTLS port can carry.
+    """
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def intercept(self, call: Call, proceed: Proceed) -> Any:
+        if call.access is Access.PUBLIC:
+            return await proceed()
+        principal: Principal
+        if call.access is Access.USER:
+            token = _bearer_token(call.context)
+            if token is None:
+                raise Unauthenticated(
+                    "this call needs 'authorization: Bearer <access token>'",
+                    reason=Reason.CREDENTIALS_MISSING,
+                )
+            principal = self._authenticator.user_from_bearer(token)
+        else:
+            pem = _peer_certificate_pem(call.context)
+            if pem is None:
+                raise Unauthenticated(
+                    "this call needs a client certificate (use the mTLS port)",
+                    reason=Reason.CREDENTIALS_MISSING,
+                )
+            principal = await self._authenticator.principal_from_certificate(
+                peer_certificate_from_pem(pem)
+            )
+        call.principal = principal
+        call.record.principal = principal.key
+        reset = _principal.set(principal)
+        try:
+            return await proceed()
+        finally:
+            _principal.reset(reset)
+
+
+class AuthorizationInterceptor:
+    """The method's required role (and partner scope). Object ownership is checked in the
+    use cases, where the objects are."""
+
+    async def intercept(self, call: Call, proceed: Proceed) -> Any:
+        access, principal = call.access, call.principal
+        if access is Access.PUBLIC:
+            return await proceed()
+        allowed = (
+            (access is Access.USER and isinstance(principal, UserPrincipal))
+            or (access is Access.PARTNER and isinstance(principal, PartnerPrincipal))
+            or (access is Access.OPERATOR and isinstance(principal, OperatorPrincipal))
+        )
+        if not allowed:
+            raise PermissionDenied(
+                f"{call.method} is not for this kind of caller",
+                reason=Reason.WRONG_PRINCIPAL_KIND,
+            )
+        scope = call.extra.get("scope")
+        if (
+            isinstance(principal, PartnerPrincipal)
+            and scope is not None
+            and scope not in principal.scopes
+        ):
+            raise PermissionDenied(
+                f"partner {principal.name!r} lacks the {scope!r} scope",
+                reason=Reason.MISSING_SCOPE,
+            )
+        return await proceed()
+
+
+def _compose(chain: Sequence[Interceptor], call: Call, innermost: Proceed) -> Proceed:
+    proceed = innermost
+    for interceptor in reversed(chain):
+        proceed = _bind(interceptor, call, proceed)
+    return proceed
+
+
+def _bind(interceptor: Interceptor, call: Call, proceed: Proceed) -> Proceed:
+    async def step() -> Any:
+        return await interceptor.intercept(call, proceed)
+
+    return step
+
+
+def _new_call(method: str, request: Any, context: aio.ServicerContext[Any, Any]) -> Call:
+    access, scope = access_for(method)
+    request_id = getattr(request, "request_id", "")
+    record = CallRecord(
+        method=method,
+        peer=context.peer() or "",
+        started_at=datetime.now(UTC),
+        request_id=request_id if isinstance(request_id, str) else "",
+    )
+    begin_call(record)
+    call = Call(method=method, access=access, context=context, request=request, record=record)
+    if scope is not None:
+        call.extra["scope"] = scope
+    return call
+
+
+class WalletServerInterceptor(aio.ServerInterceptor):
+    """Installs the chain on every ``wallet.v1`` method."""
+
+    def __init__(self, chain: Sequence[Interceptor]) -> None:
+        self._chain = tuple(chain)
+        self._wrapped: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or not method.startswith("/wallet.v1."):
+            return handler
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        chain = self._chain
+        # Handlers of an aio server are coroutine functions and async generators, whatever the
+        # (synchronous) stub types say.
+        if handler.unary_unary is not None:
+            behaviour: Any = handler.unary_unary
+
+            async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+                call = _new_call(method, request, context)
+                try:
+                    return await _compose(chain, call, lambda: behaviour(request, context))()
+                except RpcFailure as failure:
+                    await context.abort_with_status(failure.status)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream_behaviour: Any = handler.unary_stream
+
+            async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+                call = _new_call(method, request, context)
+
+                async def drain() -> None:
+                    # The chain wraps the whole stream: audit and logging see its final code.
+                    async for item in stream_behaviour(request, context):
+                        await context.write(item)
+
+                try:
+                    await _compose(chain, call, drain)()
+                except RpcFailure as failure:
+                    await context.abort_with_status(failure.status)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def build_interceptor(engine: AsyncEngine, authenticator: Authenticator) -> WalletServerInterceptor:
+    return WalletServerInterceptor(
+        [
+            LoggingInterceptor(),
+            AuditInterceptor(engine),
+            ErrorInterceptor(),
+            AuthenticationInterceptor(authenticator),
+            AuthorizationInterceptor(),
+        ]
+    )
+
+
+__all__ = ["WalletError", "build_interceptor", "current_principal"]

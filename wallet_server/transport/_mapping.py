@@ -1,0 +1,186 @@
+"""Protobuf ⇄ domain: parsing requests (with field-level errors) and building responses."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from google.protobuf import timestamp_pb2
+from wallet.v1 import ledger_pb2
+
+from wallet_server.domain import (
+    Account,
+    FieldViolation,
+    InvalidArgument,
+    Money,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+    parse_money,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_MEMO_LENGTH = 500
+
+_STATUS_TO_PROTO: Mapping[TransactionStatus, int] = {
+    TransactionStatus.PENDING: ledger_pb2.TRANSACTION_STATUS_PENDING,
+    TransactionStatus.POSTED: ledger_pb2.TRANSACTION_STATUS_POSTED,
+    TransactionStatus.VOIDED: ledger_pb2.TRANSACTION_STATUS_VOIDED,
+    TransactionStatus.HELD_FOR_REVIEW: ledger_pb2.TRANSACTION_STATUS_HELD_FOR_REVIEW,
+    TransactionStatus.REJECTED: ledger_pb2.TRANSACTION_STATUS_REJECTED,
+}
+
+KIND_TO_PROTO: Mapping[TransactionKind, int] = {
+    TransactionKind.DEPOSIT: ledger_pb2.TRANSACTION_KIND_DEPOSIT,
+    TransactionKind.TRANSFER: ledger_pb2.TRANSACTION_KIND_TRANSFER,
+    TransactionKind.WITHDRAWAL: ledger_pb2.TRANSACTION_KIND_WITHDRAWAL,
+    TransactionKind.PAYMENT: ledger_pb2.TRANSACTION_KIND_PAYMENT,
+    TransactionKind.REFUND: ledger_pb2.TRANSACTION_KIND_REFUND,
+    TransactionKind.EXCHANGE: ledger_pb2.TRANSACTION_KIND_EXCHANGE,
+    TransactionKind.REVERSAL: ledger_pb2.TRANSACTION_KIND_REVERSAL,
+    TransactionKind.CASHBACK: ledger_pb2.TRANSACTION_KIND_CASHBACK,
+}
+KIND_FROM_PROTO: Mapping[int, TransactionKind] = {v: k for k, v in KIND_TO_PROTO.items()}
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def parse_uuid(value: str, field: str, *, required: bool = True) -> UUID:
+    if not value:
+        raise InvalidArgument.for_field(field, "required")
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidArgument.for_field(field, "must be a UUID") from None
+
+
+def parse_optional_uuid(value: str, field: str) -> UUID | None:
+    return parse_uuid(value, field) if value else None
+
+
+def parse_request_id(value: str) -> UUID:
+    return parse_uuid(value, "request_id")
+
+
+def parse_amount(message: ledger_pb2.Money, field: str, *, present: bool) -> Money:
+    if not present:
+        raise InvalidArgument.for_field(field, "required")
+    return parse_money(message.currency_code, message.amount_minor, field=field)
+
+
+def parse_text(value: str, field: str, *, max_length: int, required: bool = False) -> str:
+    if required and not value.strip():
+        raise InvalidArgument.for_field(field, "required")
+    if len(value) > max_length:
+        raise InvalidArgument.for_field(field, f"at most {max_length} characters")
+    if not value.isprintable():
+        raise InvalidArgument.for_field(field, "must not contain control characters")
+    return value
+
+
+def parse_page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument.for_field("page_size", "must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def parse_time(ts: timestamp_pb2.Timestamp, *, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def collect(*checks: Any) -> None:
+    """Run independent field checks and raise one error listing every violation."""
+    violations: list[FieldViolation] = []
+    for check in checks:
+        try:
+            check()
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+    if violations:
+        raise InvalidArgument(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations=tuple(violations),
+        )
+
+
+# Page tokens are opaque to clients: versioned JSON, base64url, bound to the listing they
+# continue so a token from another account or filter is refused rather than misread.
+def encode_page_token(scope: str, position: Any) -> str:
+    raw = json.dumps({"v": 1, "s": scope, "p": position}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, scope: str) -> Any:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if data["v"] != 1 or data["s"] != scope:
+            raise ValueError
+        return data["p"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument.for_field(
+            "page_token", "not a token from this listing (use next_page_token as given)"
+        ) from None
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def money_to_proto(money: Money) -> ledger_pb2.Money:
+    return ledger_pb2.Money(currency_code=money.currency, amount_minor=money.amount_minor)
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def account_to_proto(account: Account) -> ledger_pb2.Account:
+    return ledger_pb2.Account(
+        account_id=str(account.account_id),
+        currency_code=account.currency,
+        posted=ledger_pb2.Money(currency_code=account.currency, amount_minor=account.posted),
+        pending_out=ledger_pb2.Money(
+            currency_code=account.currency, amount_minor=account.pending_out
+        ),
+        available=ledger_pb2.Money(currency_code=account.currency, amount_minor=account.available),
+        status=ledger_pb2.ACCOUNT_STATUS_FROZEN
+        if account.frozen
+        else ledger_pb2.ACCOUNT_STATUS_ACTIVE,
+        create_time=timestamp(account.created_at),
+    )
+
+
+def transaction_to_proto(tx: Transaction) -> ledger_pb2.Transaction:
+    message = ledger_pb2.Transaction(
+        transaction_id=str(tx.transaction_id),
+        status=_STATUS_TO_PROTO[tx.status],  # type: ignore[arg-type]
+        kind=KIND_TO_PROTO[tx.kind],  # type: ignore[arg-type]
+        amount=money_to_proto(tx.amount),
+        from_account_id=str(tx.from_account_id or ""),
+        to_account_id=str(tx.to_account_id or ""),
+        memo=tx.memo,
+        external_reference=tx.external_reference,
+        create_time=timestamp(tx.created_at),
+        postings=[
+            ledger_pb2.Posting(
+                account_id=str(p.account_id),
+                amount=ledger_pb2.Money(currency_code=tx.amount.currency, amount_minor=p.amount),
+            )
+            for p in tx.postings
+        ],
+        reverses_transaction_id=str(tx.reverses_transaction_id or ""),
+    )
+    if tx.posted_at is not None:
+        message.post_time.CopyFrom(timestamp(tx.posted_at))
+    return message

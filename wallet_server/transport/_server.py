@@ -1,0 +1,230 @@
+"""The gRPC server: one process, two TLS listeners (public and mutual-TLS), all services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from wallet.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    partner_pb2,
+    partner_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
+
+from wallet_server.config import Settings
+from wallet_server.security import AccessTokenCodec, PasswordHasher
+from wallet_server.services import Authenticator, AuthPolicy, Clock, RevocationList, utc_now
+from wallet_server.transport._interceptors import build_interceptor
+from wallet_server.transport.servicers import (
+    AdminServicer,
+    AuthServicer,
+    PartnerServicer,
+    Servicers,
+    WalletServicer,
+)
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+    partner_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPorts:
+    public: int
+    mtls: int
+
+
+class _CertificateReloader:
+    """Serves the current server certificate; picks up replaced files without a restart."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self._cert, self._key, self._client_ca = cert, key, client_ca
+        self._stamp = self._mtimes()
+        self._checked = time.monotonic()
+
+    def _mtimes(self) -> tuple[float, ...]:
+        paths = [self._cert, self._key] + ([self._client_ca] if self._client_ca else [])
+        try:
+            return tuple(p.stat().st_mtime for p in paths)
+        except FileNotFoundError:
+            return ()
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(self._key.read_bytes(), self._cert.read_bytes())],
+            root_certificates=self._client_ca.read_bytes() if self._client_ca else None,
+        )
+
+    def __call__(self) -> grpc.ServerCertificateConfiguration:
+        # gRPC takes None for "no change" although the stubs say otherwise.
+        return self._changed()  # type: ignore[return-value]
+
+    def _changed(self) -> grpc.ServerCertificateConfiguration | None:
+        # Called by gRPC on each new handshake: look at the files at most once a second.
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return None
+        self._checked = now
+        stamp = self._mtimes()
+        if not stamp or stamp == self._stamp:
+            return None
+        try:
+            config = self.configuration()
+        except (OSError, ValueError):
+            _log.warning("server certificate files changed but could not be read; keeping old")
+            return None
+        self._stamp = stamp
+        _log.info("server certificate reloaded")
+        return config
+
+
+def _credentials(settings: Settings, *, mutual: bool) -> grpc.ServerCredentials:
+    reloader = _CertificateReloader(
+        settings.tls_cert_file,
+        settings.tls_key_file,
+        settings.client_ca_file if mutual else None,
+    )
+    return grpc.dynamic_ssl_server_credentials(
+        reloader.configuration(), reloader, require_client_authentication=mutual
+    )
+
+
+class WalletServer:
+    """A running (or ready to start) wallet server and what it owns."""
+
+    def __init__(
+        self, server: aio.Server, engine: AsyncEngine, health_servicer: health.aio.HealthServicer
+    ) -> None:
+        self.grpc_server = server
+        self._engine = engine
+        self._health = health_servicer
+        self._monitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        await self._check_database()
+        self._monitor = asyncio.create_task(self._monitor_database())
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Refuse new calls, let in-flight calls finish within ``grace`` seconds, then close."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self._set_serving(False)
+        await self.grpc_server.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    async def _check_database(self) -> None:
+        try:
+            async with asyncio.timeout(2.0), self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            serving = True
+        except Exception:  # any failure means "not serving"; the reason is logged
+            _log.warning("database health check failed", exc_info=True)
+            serving = False
+        await self._set_serving(serving)
+
+    async def _monitor_database(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            await self._check_database()
+
+
+def build_auth_policy(settings: Settings, clock: Clock = utc_now) -> AuthPolicy:
+    return AuthPolicy(
+        passwords=PasswordHasher(
+            time_cost=settings.password_time_cost,
+            memory_cost_kib=settings.password_memory_kib,
+        ),
+        tokens=AccessTokenCodec(
+            settings.token_keys,
+            settings.token_active_key_id,
+            timedelta(seconds=settings.access_token_ttl_seconds),
+            clock=clock,
+        ),
+        session_lifetime=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        max_failed_logins=settings.login_max_failures,
+        lockout=timedelta(seconds=settings.login_lockout_seconds),
+    )
+
+
+def create_server(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    clock: Clock = utc_now,
+) -> tuple[WalletServer, ServerPorts]:
+    """Build the server with both listeners bound (port 0 picks free ports); not started."""
+    policy = build_auth_policy(settings, clock)
+    authenticator = Authenticator(
+        engine,
+        policy.tokens,
+        RevocationList(settings.revoked_serials_file),
+        cache_seconds=settings.principal_cache_seconds,
+    )
+    server = aio.server(
+        interceptors=[build_interceptor(engine, authenticator)],
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ],
+    )
+    deps = Servicers(engine=engine, policy=policy, clock=clock, authenticator=authenticator)
+    # The generated stubs mark every RPC abstract; RPCs a servicer does not define answer
+    # UNIMPLEMENTED (with ErrorInfo) through the base class at run time.
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(deps), server)  # type: ignore[abstract]
+    wallet_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(deps), server)  # type: ignore[abstract]
+    partner_pb2_grpc.add_PartnerServiceServicer_to_server(PartnerServicer(deps), server)  # type: ignore[abstract]
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(deps), server)  # type: ignore[abstract]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    public = server.add_secure_port(
+        f"{settings.host}:{settings.port}", _credentials(settings, mutual=False)
+    )
+    mtls = server.add_secure_port(
+        f"{settings.effective_mtls_host}:{settings.mtls_port}", _credentials(settings, mutual=True)
+    )
+    if public == 0 or mtls == 0:
+        raise OSError(
+            f"could not bind {settings.host}:{settings.port} or "
+            f"{settings.effective_mtls_host}:{settings.mtls_port}"
+        )
+    return WalletServer(server, engine, health_servicer), ServerPorts(public, mtls)

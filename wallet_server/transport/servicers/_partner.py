@@ -1,0 +1,46 @@
+"""PartnerService: partner back ends over mutual TLS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+from wallet.v1 import partner_pb2, partner_pb2_grpc
+
+from wallet_server import services
+from wallet_server.transport._mapping import (
+    collect,
+    parse_amount,
+    parse_request_id,
+    parse_text,
+    parse_uuid,
+    transaction_to_proto,
+)
+from wallet_server.transport.servicers._deps import Servicers, partner_caller
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class PartnerServicer(partner_pb2_grpc.PartnerServiceServicer):
+    def __init__(self, deps: Servicers) -> None:
+        self._deps = deps
+
+    async def Deposit(
+        self, request: partner_pb2.DepositRequest, context: Context
+    ) -> partner_pb2.DepositResponse:
+        parsed: dict[str, Any] = {}
+        collect(
+            lambda: parsed.setdefault("request_id", parse_request_id(request.request_id)),
+            lambda: parsed.setdefault("account_id", parse_uuid(request.account_id, "account_id")),
+            lambda: parsed.setdefault(
+                "amount", parse_amount(request.amount, "amount", present=request.HasField("amount"))
+            ),
+            lambda: parsed.setdefault(
+                "external_reference",
+                parse_text(request.external_reference, "external_reference", max_length=200),
+            ),
+        )
+        tx = await services.deposit(
+            services.Deposit(caller=partner_caller(), **parsed), self._deps.uow()
+        )
+        return partner_pb2.DepositResponse(transaction=transaction_to_proto(tx))
