@@ -15,7 +15,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,12 @@ def _validate(s: Settings) -> None:
         path: Path = getattr(s, name)
         if not path.is_file():
             raise ConfigError(f"{name}: no such file: {path}")
+    # A mistyped path must not quietly mean "nothing is revoked".
+    if s.revoked_serials_file is not None and not s.revoked_serials_file.is_file():
+        raise ConfigError(
+            f"revoked_serials_file: no such file: {s.revoked_serials_file} "
+            "(create it empty if nothing is revoked)"
+        )
     _validate_ring("token_keys", s.token_keys, s.token_active_key_id, min_len=32)
     _validate_ring("secret_keys", s.secret_keys, s.secret_active_key_id, exact_len=32)
     positive = (
@@ -136,11 +142,20 @@ def _validate_ring(
 
 def parse_key_ring(text: str, *, setting: str) -> dict[str, bytes]:
     """``kid:base64,kid:base64`` → ``{kid: key}``."""
-    ring: dict[str, bytes] = {}
+    items: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         kid, sep, encoded = item.partition(":")
         if not sep or not kid:
             raise ConfigError(f"{setting}: expected kid:base64, got an item without ':'")
+        items.append((kid, encoded))
+    return _decode_ring(items, setting=setting)
+
+
+def _decode_ring(items: Iterable[tuple[str, str]], *, setting: str) -> dict[str, bytes]:
+    ring: dict[str, bytes] = {}
+    for kid, encoded in items:
+        if kid in ring:
+            raise ConfigError(f"{setting}: key id {kid!r} appears twice")
         try:
             ring[kid] = base64.b64decode(encoded, validate=True)
         except binascii.Error:
@@ -160,7 +175,7 @@ def _convert(name: str, hint: Any, raw: Any, base_dir: Path) -> Any:
         return path if path.is_absolute() else (base_dir / path).resolve()
     if typing.get_origin(hint) in (Mapping, dict) or hint is Mapping:
         if isinstance(raw, Mapping):
-            return {str(k): base64.b64decode(str(v)) for k, v in raw.items()}
+            return _decode_ring(((str(k), str(v)) for k, v in raw.items()), setting=name)
         return parse_key_ring(str(raw), setting=name)
     try:
         if hint is bool:
@@ -168,7 +183,7 @@ def _convert(name: str, hint: Any, raw: Any, base_dir: Path) -> Any:
                 return raw
             return {"1": True, "true": True, "0": False, "false": False}[str(raw).lower()]
         if hint is int:
-            if isinstance(raw, bool):
+            if isinstance(raw, bool | float):  # int(1.5) would quietly be 1
                 raise ValueError
             return int(raw)
         if hint is float:
