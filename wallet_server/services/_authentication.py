@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from wallet_server.services._unit_of_work import UnitOfWork
 
 CertPrincipal = PartnerPrincipal | OperatorPrincipal
 
+_log = logging.getLogger(__name__)
+
 
 class RevocationList:
     """Revoked certificate serials from a file, re-read when the file changes.
@@ -38,6 +41,7 @@ class RevocationList:
         self._mtime: float | None = None
         self._serials: frozenset[int] = frozenset()
         self._checked_at = 0.0
+        self._missing = False
 
     def is_revoked(self, serial: int) -> bool:
         now = time.monotonic()
@@ -46,7 +50,14 @@ class RevocationList:
             try:
                 mtime = self._path.stat().st_mtime
             except FileNotFoundError:
-                mtime = None
+                # Keep what was revoked: a deleted or misplaced list must not un-revoke anyone.
+                if not self._missing:
+                    _log.warning(
+                        "revocation list %s is missing; keeping the last one read", self._path
+                    )
+                self._missing = True
+                return serial in self._serials
+            self._missing = False
             if mtime != self._mtime:
                 self._serials = load_revoked_serials(self._path)
                 self._mtime = mtime

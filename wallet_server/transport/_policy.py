@@ -6,7 +6,6 @@ from enum import Enum
 
 from wallet_server.domain import (
     SCOPE_DEPOSIT,
-    SCOPE_EVENTS,
     SCOPE_MERCHANT,
     SCOPE_PAYOUTS,
     SCOPE_TRANSFERS,
@@ -29,7 +28,8 @@ _PUBLIC_METHODS = frozenset(
     }
 )
 
-_PARTNER_SCOPES = {
+# As partner.proto documents each RPC; None: any registered partner (its own data only).
+_PARTNER_SCOPES: dict[str, str | None] = {
     "Deposit": SCOPE_DEPOSIT,
     "CompleteWithdrawal": SCOPE_PAYOUTS,
     "FailWithdrawal": SCOPE_PAYOUTS,
@@ -37,7 +37,8 @@ _PARTNER_SCOPES = {
     "GetOrder": SCOPE_MERCHANT,
     "RefundPayment": SCOPE_MERCHANT,
     "CreateTransfers": SCOPE_TRANSFERS,
-    "WatchEvents": SCOPE_EVENTS,
+    "ListSettlementAccounts": None,
+    "WatchEvents": None,
 }
 
 _SERVICE_ACCESS = {
