@@ -15,6 +15,7 @@ from wallet_server import services
 from wallet_server.domain import (
     AlreadyExists,
     InvalidArgument,
+    RateLimited,
     Reason,
     Unauthenticated,
     UserPrincipal,
@@ -312,3 +313,24 @@ async def test_login_rehashes_a_password_hashed_with_old_parameters(
     assert stronger.passwords.verify(new_hash, PASSWORD)
     await log_in(uow, stronger)
     assert (await credentials(uow)).password_hash == new_hash  # current hashes stay put
+
+
+async def test_after_a_lockout_runs_out_one_wrong_password_does_not_lock_again(
+    clean_db: AsyncEngine, policy: services.AuthPolicy
+) -> None:
+    clock = FakeClock(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+    def uow() -> services.UnitOfWork:
+        return services.UnitOfWork(clean_db, clock=clock)
+
+    await sign_up(uow, policy)
+    for _ in range(policy.max_failed_logins):
+        with pytest.raises(Unauthenticated):
+            await log_in(uow, policy, password="not the password")
+    with pytest.raises(RateLimited):
+        await log_in(uow, policy)
+
+    clock.now += policy.lockout + timedelta(seconds=1)
+    with pytest.raises(Unauthenticated):
+        await log_in(uow, policy, password="not the password")
+    assert (await log_in(uow, policy)).access_token

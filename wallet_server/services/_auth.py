@@ -78,7 +78,9 @@ async def log_in(cmd: LogIn, uow: UnitOfWork, policy: AuthPolicy) -> SessionToke
         ok = await asyncio.to_thread(policy.passwords.verify, stored_hash, cmd.password)
         if creds is None or not ok:
             if creds is not None:
-                failures = creds.failed_logins + 1
+                # A lockout that has run out starts a fresh count.
+                lockout_over = creds.locked_until is not None and creds.locked_until <= now
+                failures = (0 if lockout_over else creds.failed_logins) + 1
                 locked_until = (
                     now + policy.lockout if failures >= policy.max_failed_logins else None
                 )
