@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -55,21 +57,32 @@ def _dev_settings(args: argparse.Namespace, data_dir: Path, database_url: str) -
     defaults: dict[str, Any] = {
         "database_url": database_url,
         "host": "127.0.0.1",
-        "port": args.port,
-        "mtls_port": args.mtls_port,
+        "port": 50051,
+        "mtls_port": 50052,
         "tls_cert_file": str(pki.server_cert),
         "tls_key_file": str(pki.server_key),
         "client_ca_file": str(pki.ca_cert),
         **_dev_keys(data_dir),
     }
     env = {k: v for k, v in os.environ.items() if k != "WALLET_DATABASE_URL"}
-    return load_settings(None, env=env, defaults=defaults)
+    settings = load_settings(None, env=env, defaults=defaults)
+    # Flags given on the command line beat the environment.
+    flags = {
+        name: value
+        for name, value in (("port", args.port), ("mtls_port", args.mtls_port))
+        if value is not None
+    }
+    return dataclasses.replace(settings, **flags) if flags else settings
 
 
 def _grpcurl_help(data_dir: Path, public: int, mtls: int) -> str:
     certs = data_dir / "certs"
+    # The venv ships grpcurl; show the path that works without activating it.
+    bundled = Path(sys.executable).parent / "grpcurl"
+    grpcurl = str(bundled) if bundled.exists() and not shutil.which("grpcurl") else "grpcurl"
     template = resources.files("wallet_server").joinpath("_banner.txt").read_text()
     return template.format(
+        grpcurl=grpcurl,
         tls=f"-cacert {certs}/ca.pem",
         partner=f"-cert {certs}/partner-demo.pem -key {certs}/partner-demo-key.pem",
         admin=f"-cert {certs}/admin.pem -key {certs}/admin-key.pem",
@@ -179,15 +192,52 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_migrate(args: argparse.Namespace) -> None:
+def _database_url(args: argparse.Namespace) -> str:
     url = args.database_url or os.environ.get("WALLET_DATABASE_URL")
     if not url and args.config:
         url = load_settings(Path(args.config)).database_url
     if not url:
         raise StartupError("no database: pass --database-url or set WALLET_DATABASE_URL")
+    return str(url)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    url = _database_url(args)
     configure_logging("INFO")
     _run_migrations(url)
     print("database schema is current")
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    """Register a partner or operator: the first operator cannot be added over the API."""
+    from wallet_server.domain import ALL_PARTNER_SCOPES
+    from wallet_server.security import operator_spiffe_id, partner_spiffe_id
+    from wallet_server.services import UnitOfWork, register_operator, register_partner
+    from wallet_server.storage import create_engine
+
+    url = _database_url(args)
+    if args.command == "register-partner":
+        scopes = {s.strip() for s in args.scopes.split(",") if s.strip()}
+        unknown = scopes - ALL_PARTNER_SCOPES
+        if unknown:
+            known = ", ".join(sorted(ALL_PARTNER_SCOPES))
+            raise StartupError(f"unknown scope(s) {', '.join(sorted(unknown))}; known: {known}")
+        spiffe_id = partner_spiffe_id(args.name)
+    else:
+        spiffe_id = operator_spiffe_id(args.name)
+
+    async def register() -> None:
+        engine = create_engine(url, pool_size=1)
+        try:
+            if args.command == "register-partner":
+                await register_partner(UnitOfWork(engine), args.name, scopes)
+            else:
+                await register_operator(UnitOfWork(engine), args.name)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(register())
+    print(f"registered {spiffe_id}; its client certificate must carry this URI SAN")
 
 
 def cmd_certs(args: argparse.Namespace) -> None:
@@ -221,8 +271,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="zero set-up server: embedded PostgreSQL, dev certificates")
-    dev.add_argument("--port", type=int, default=50051, help="public TLS port (0: any free)")
-    dev.add_argument("--mtls-port", type=int, default=50052, help="mutual-TLS port (0: any free)")
+    dev.add_argument("--port", type=int, help="public TLS port, default 50051 (0: any free)")
+    dev.add_argument("--mtls-port", type=int, help="mutual-TLS port, default 50052 (0: any free)")
     dev.add_argument("--data-dir", default=".wallet-dev", help="database, certificates, keys")
     dev.add_argument("--ready-file", help=argparse.SUPPRESS)
     dev.set_defaults(handler=cmd_dev)
@@ -236,6 +286,19 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument("--database-url", help="default: WALLET_DATABASE_URL or --config's")
     mig.add_argument("--config", help="TOML file to take database_url from")
     mig.set_defaults(handler=cmd_migrate)
+
+    for kind in ("partner", "operator"):
+        reg = sub.add_parser(
+            f"register-{kind}", help=f"register a {kind} by name (its certificate's SPIFFE ID)"
+        )
+        reg.add_argument("name", help="lower-case letters, digits and '-'")
+        if kind == "partner":
+            reg.add_argument(
+                "--scopes", required=True, help="comma-separated, e.g. deposit,payouts"
+            )
+        reg.add_argument("--database-url", help="default: WALLET_DATABASE_URL or --config's")
+        reg.add_argument("--config", help="TOML file to take database_url from")
+        reg.set_defaults(handler=cmd_register)
 
     certs = sub.add_parser("certs", help="a private CA and certificates for partners/operators")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True)

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_key_ring"]
 
 ENV_PREFIX = "WALLET_"
@@ -94,6 +97,7 @@ def _validate(s: Settings) -> None:
         path: Path = getattr(s, name)
         if not path.is_file():
             raise ConfigError(f"{name}: no such file: {path}")
+    _validate_pem(s)
     # A mistyped path must not quietly mean "nothing is revoked".
     if s.revoked_serials_file is not None and not s.revoked_serials_file.is_file():
         raise ConfigError(
@@ -119,6 +123,21 @@ def _validate(s: Settings) -> None:
         raise ConfigError("password_memory_kib must be at least 1024")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("log_level must be one of DEBUG, INFO, WARNING, ERROR")
+
+
+def _validate_pem(s: Settings) -> None:
+    """Unreadable TLS material would otherwise surface as a baffling bind failure."""
+    try:
+        for name in ("tls_cert_file", "client_ca_file"):
+            x509.load_pem_x509_certificates(getattr(s, name).read_bytes())
+    except ValueError:
+        raise ConfigError(f"{name}: not a PEM certificate: {getattr(s, name)}") from None
+    try:
+        serialization.load_pem_private_key(s.tls_key_file.read_bytes(), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"tls_key_file: not an unencrypted PEM private key: {s.tls_key_file}"
+        ) from None
 
 
 def _validate_ring(
@@ -170,10 +189,13 @@ def _convert(name: str, hint: Any, raw: Any, base_dir: Path) -> Any:
         if raw in ("", None):
             return None
         hint = args[0]
+    is_ring = typing.get_origin(hint) in (Mapping, dict) or hint is Mapping
+    if isinstance(raw, list | dict) and not (is_ring and isinstance(raw, dict)):
+        raise ConfigError(f"{name}: expected a single value, got {type(raw).__name__}")
     if hint is Path:
         path = Path(str(raw)).expanduser()
         return path if path.is_absolute() else (base_dir / path).resolve()
-    if typing.get_origin(hint) in (Mapping, dict) or hint is Mapping:
+    if is_ring:
         if isinstance(raw, Mapping):
             return _decode_ring(((str(k), str(v)) for k, v in raw.items()), setting=name)
         return parse_key_ring(str(raw), setting=name)
@@ -188,7 +210,7 @@ def _convert(name: str, hint: Any, raw: Any, base_dir: Path) -> Any:
             return int(raw)
         if hint is float:
             return float(raw)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         raise ConfigError(f"{name}: expected {hint.__name__}, got {raw!r}") from None
     return str(raw)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from uuid import uuid4
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
@@ -107,3 +109,26 @@ async def test_open_account_replay_returns_the_same_account(
     second = await services.open_account(cmd, uow())
     assert first == second
     assert await count(clean_db, "SELECT count(*) FROM accounts WHERE kind='user'") == 1
+
+
+async def test_records_older_than_the_retention_are_purged_and_newer_ones_kept(
+    ledger: Ledger, clean_db: AsyncEngine
+) -> None:
+    alice = await ledger.user("alice")
+    await ledger.account(alice, "USD")
+    await ledger.account(alice, "EUR")
+    async with clean_db.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' "
+                "WHERE request_id = (SELECT request_id FROM idempotency_keys "
+                "ORDER BY created_at LIMIT 1)"
+            )
+        )
+
+    removed = await services.purge_idempotency_records(
+        services.UnitOfWork(clean_db), timedelta(hours=24)
+    )
+
+    assert removed == 1
+    assert await count(clean_db, "SELECT count(*) FROM idempotency_keys") == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import shutil
 from pathlib import Path
 
 import pytest
 
 from wallet_server.config import ConfigError, Settings, load_settings, parse_key_ring
+from wallet_server.security import DevPkiPaths
 
 TOKEN_KEY = bytes(range(32, 64))  # 32 bytes
 SECRET_KEY = bytes(range(100, 132))  # exactly 32 bytes
@@ -46,12 +48,16 @@ def toml_config(**overrides: str) -> str:
 
 
 @pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
+def config_dir(tmp_path: Path, pki: DevPkiPaths) -> Path:
     """A deployment directory: the config file's home, with its TLS files under tls/."""
     directory = tmp_path / "etc" / "wallet"
     (directory / "tls").mkdir(parents=True)
-    for name in ("server.pem", "server-key.pem", "ca.pem"):
-        (directory / "tls" / name).write_text("placeholder\n")
+    for source, name in (
+        (pki.server_cert, "server.pem"),
+        (pki.server_key, "server-key.pem"),
+        (pki.ca_cert, "ca.pem"),
+    ):
+        shutil.copy(source, directory / "tls" / name)
     return directory
 
 
@@ -346,3 +352,22 @@ def test_repr_shows_no_key_material_and_no_database_password(config_dir: Path) -
         assert "t0: <40 bytes>" in text
         assert "s1: <32 bytes>" in text
         assert "'port': 50051" in text
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("port", "[1]"), ("host", '["a", "b"]'), ("log_level", "{ level = 'INFO' }")],
+)
+def test_a_list_or_table_where_one_value_belongs_is_a_config_error(
+    config_dir: Path, setting: str, value: str
+) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        load_settings(write(config_dir, toml_config(**{setting: value})))
+
+
+@pytest.mark.parametrize("target", ["tls_cert_file", "tls_key_file", "client_ca_file"])
+def test_tls_files_that_are_not_pem_are_named(config_dir: Path, target: str) -> None:
+    names = {"tls_cert_file": "server.pem", "tls_key_file": "server-key.pem"}
+    (config_dir / "tls" / names.get(target, "ca.pem")).write_text("not pem\n")
+    with pytest.raises(ConfigError, match=target):
+        load_settings(write(config_dir, toml_config()))

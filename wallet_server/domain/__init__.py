@@ -41,7 +41,6 @@ from wallet_server.domain._money import (
 from wallet_server.domain._principals import (
     ALL_PARTNER_SCOPES,
     SCOPE_DEPOSIT,
-    SCOPE_EVENTS,
     SCOPE_MERCHANT,
     SCOPE_PAYOUTS,
     SCOPE_TRANSFERS,
@@ -58,7 +57,6 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "SCOPE_DEPOSIT",
-    "SCOPE_EVENTS",
     "SCOPE_MERCHANT",
     "SCOPE_PAYOUTS",
     "SCOPE_TRANSFERS",

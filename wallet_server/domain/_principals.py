@@ -39,12 +39,9 @@ class OperatorPrincipal:
 
 Principal = UserPrincipal | PartnerPrincipal | OperatorPrincipal
 
-# Partner scopes: what a partner's certificate may do.
-SCOPE_DEPOSIT = "deposit"
+# Partner scopes: what a partner's certificate may do (PartnerScope in admin.proto).
+SCOPE_DEPOSIT = "deposits"
 SCOPE_PAYOUTS = "payouts"
 SCOPE_MERCHANT = "merchant"
 SCOPE_TRANSFERS = "transfers"
-SCOPE_EVENTS = "events"
-ALL_PARTNER_SCOPES = frozenset(
-    {SCOPE_DEPOSIT, SCOPE_PAYOUTS, SCOPE_MERCHANT, SCOPE_TRANSFERS, SCOPE_EVENTS}
-)
+ALL_PARTNER_SCOPES = frozenset({SCOPE_DEPOSIT, SCOPE_PAYOUTS, SCOPE_MERCHANT, SCOPE_TRANSFERS})

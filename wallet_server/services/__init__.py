@@ -30,6 +30,7 @@ from wallet_server.services._history import get_audit_log, get_transaction, list
 from wallet_server.services._movements import deposit, transfer
 from wallet_server.services._results import AccountPage, AuditPage, SessionTokens, TransactionPage
 from wallet_server.services._setup import (
+    purge_idempotency_records,
     record_unaudited_call,
     register_operator,
     register_partner,
@@ -74,6 +75,7 @@ __all__ = [
     "log_out",
     "note_resources",
     "open_account",
+    "purge_idempotency_records",
     "record_unaudited_call",
     "refresh_session",
     "register",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from uuid import UUID
 
 from wallet_server.security import operator_spiffe_id, partner_spiffe_id
@@ -34,3 +35,11 @@ async def record_unaudited_call(uow: UnitOfWork, code: str) -> None:
     """Audit a call whose effect did not commit (an error, a refused credential)."""
     async with uow:
         await uow.commit(code=code)
+
+
+async def purge_idempotency_records(uow: UnitOfWork, retention: timedelta) -> int:
+    """Forget request ids older than ``retention``; returns how many were removed."""
+    async with uow:
+        removed = await uow.idempotency.purge_older_than(uow.now() - retention)
+        await uow.connection.commit()
+        return removed

@@ -29,7 +29,15 @@ from wallet.v1 import (
 
 from wallet_server.config import Settings
 from wallet_server.security import AccessTokenCodec, PasswordHasher
-from wallet_server.services import Authenticator, AuthPolicy, Clock, RevocationList, utc_now
+from wallet_server.services import (
+    Authenticator,
+    AuthPolicy,
+    Clock,
+    RevocationList,
+    UnitOfWork,
+    purge_idempotency_records,
+    utc_now,
+)
 from wallet_server.transport._interceptors import build_interceptor
 from wallet_server.transport.servicers import (
     AdminServicer,
@@ -114,24 +122,36 @@ class WalletServer:
     """A running (or ready to start) wallet server and what it owns."""
 
     def __init__(
-        self, server: aio.Server, engine: AsyncEngine, health_servicer: health.aio.HealthServicer
+        self,
+        server: aio.Server,
+        engine: AsyncEngine,
+        health_servicer: health.aio.HealthServicer,
+        *,
+        idempotency_retention: timedelta,
+        clock: Clock,
     ) -> None:
         self.grpc_server = server
         self._engine = engine
         self._health = health_servicer
-        self._monitor: asyncio.Task[None] | None = None
+        self._retention = idempotency_retention
+        self._clock = clock
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.grpc_server.start()
         await self._check_database()
-        self._monitor = asyncio.create_task(self._monitor_database())
+        self._background = [
+            asyncio.create_task(self._monitor_database()),
+            asyncio.create_task(self._purge_idempotency_records()),
+        ]
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, let in-flight calls finish within ``grace`` seconds, then close."""
-        if self._monitor is not None:
-            self._monitor.cancel()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+                await task
         await self._set_serving(False)
         await self.grpc_server.stop(grace)
 
@@ -161,6 +181,19 @@ class WalletServer:
         while True:
             await asyncio.sleep(2.0)
             await self._check_database()
+
+    async def _purge_idempotency_records(self) -> None:
+        # Every server purges; the DELETE is idempotent, so several servers doing it is harmless.
+        while True:
+            try:
+                removed = await purge_idempotency_records(
+                    UnitOfWork(self._engine, clock=self._clock), self._retention
+                )
+                if removed:
+                    _log.info("purged %d idempotency records", removed)
+            except Exception:
+                _log.warning("idempotency purge failed; will retry", exc_info=True)
+            await asyncio.sleep(600)
 
 
 def build_auth_policy(settings: Settings, clock: Clock = utc_now) -> AuthPolicy:
@@ -227,4 +260,11 @@ def create_server(
             f"could not bind {settings.host}:{settings.port} or "
             f"{settings.effective_mtls_host}:{settings.mtls_port}"
         )
-    return WalletServer(server, engine, health_servicer), ServerPorts(public, mtls)
+    wallet_server = WalletServer(
+        server,
+        engine,
+        health_servicer,
+        idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
+        clock=clock,
+    )
+    return wallet_server, ServerPorts(public, mtls)
