@@ -14,6 +14,8 @@ import pytest
 from cryptography import x509
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from wallet.v1 import auth_pb2, auth_pb2_grpc
 
 from tests.e2e.conftest import channel, make_settings
@@ -124,3 +126,32 @@ async def test_replaced_server_certificate_is_served_without_restart(
     finally:
         await server.stop(1.0)
         await engine.dispose()
+
+
+async def test_a_call_abandoned_by_its_deadline_is_audited_as_cancelled(
+    clean_db: AsyncEngine, database_url: str, pki: DevPkiPaths
+) -> None:
+    # Slow password hashing keeps Register busy long past the client's deadline.
+    settings = make_settings(
+        database_url, pki, password_time_cost=8, password_memory_kib=128 * 1024
+    )
+    server, ports = create_server(settings, clean_db)
+    await server.start()
+    try:
+        async with channel(ports.public, pki) as ch:
+            with pytest.raises(aio.AioRpcError) as caught:
+                await auth_pb2_grpc.AuthServiceStub(ch).Register(
+                    auth_pb2.RegisterRequest(username="slowpoke", password="long enough pw"),
+                    timeout=0.05,
+                )
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        codes: list[str] = []
+        for _ in range(50):
+            async with clean_db.connect() as conn:
+                codes = list((await conn.execute(text("SELECT code FROM audit_log"))).scalars())
+            if codes:
+                break
+            await asyncio.sleep(0.1)
+        assert codes == ["CANCELLED"]
+    finally:
+        await server.stop(1.0)

@@ -8,6 +8,7 @@ Services outside ``wallet.v1`` (health, reflection) pass through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -123,6 +124,10 @@ class ErrorInterceptor:
             return await proceed()
         except RpcFailure as failure:
             call.code = failure.code_name
+            raise
+        except asyncio.CancelledError:
+            # The client went away or its deadline passed; the audit row must not say OK.
+            call.code = "CANCELLED"
             raise
         except Exception as exc:
             mapped = failure_from_exception(exc, call.method)
