@@ -303,3 +303,48 @@ async def test_unimplemented_rpcs_say_so_with_a_reason(wallet: Wallet) -> None:
         )
     err = rich_error(caught.value)
     assert (err.code, err.reason) == (grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED")
+
+
+async def test_accounts_list_in_pages_and_one_account_per_currency(wallet: Wallet) -> None:
+    alice = await wallet.sign_up("alice")
+    opened = [await wallet.open_account(alice, c) for c in ("USD", "EUR", "JPY", "KWD", "GBP")]
+    await wallet.sign_up("bob")
+
+    listed: list[str] = []
+    token = ""
+    while True:
+        page = await wallet.wallet.ListAccounts(
+            wallet_pb2.ListAccountsRequest(page_size=2, page_token=token), metadata=alice
+        )
+        assert len(page.accounts) <= 2
+        listed += [a.account_id for a in page.accounts]
+        token = page.next_page_token
+        if not token:
+            break
+    assert listed == opened
+
+    with pytest.raises(aio.AioRpcError) as caught:
+        await wallet.open_account(alice, "EUR")
+    assert rich_error(caught.value).code == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_transfer_to_a_username_finds_their_account_in_that_currency(
+    wallet: Wallet,
+) -> None:
+    alice, bob = await wallet.sign_up("alice"), await wallet.sign_up("bob")
+    a = await wallet.open_account(alice)
+    await wallet.open_account(bob, "EUR")
+    b_usd = await wallet.open_account(bob, "USD")
+    await wallet.deposit(a, 1_000)
+
+    response = await wallet.wallet.Transfer(
+        wallet_pb2.TransferRequest(
+            request_id=str(uuid.uuid4()), from_account_id=a, to_username="Bob", amount=usd(250)
+        ),
+        metadata=alice,
+    )
+    assert response.transaction.to_account_id == b_usd
+    got = await wallet.wallet.GetAccount(
+        wallet_pb2.GetAccountRequest(account_id=b_usd), metadata=bob
+    )
+    assert got.account.available.amount_minor == 250
