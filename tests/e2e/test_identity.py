@@ -397,6 +397,76 @@ async def test_logout_ends_the_session_for_refresh(wallet: Wallet) -> None:
     ]
 
 
+async def test_access_token_is_refused_right_after_logout(wallet: Wallet) -> None:
+    auth = wallet.auth
+    await auth.Register(
+        auth_pb2.RegisterRequest(username="alice", password=PASSWORD, display_name="Alice")
+    )
+    phone = await auth.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD))
+    laptop = await auth.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD))
+    on_phone = bearer(phone.tokens.access_token)
+    assert (await auth.GetMe(auth_pb2.GetMeRequest(), metadata=on_phone)).user.username == "alice"
+
+    await auth.Logout(auth_pb2.LogoutRequest(), metadata=on_phone)
+
+    # At once, although the token itself is still within its lifetime. (One call at a time:
+    # an aio call starts when it is created, and the audit order below must be fixed.)
+    for start in (
+        lambda: auth.GetMe(auth_pb2.GetMeRequest(), metadata=on_phone),
+        lambda: wallet.wallet.OpenAccount(
+            wallet_pb2.OpenAccountRequest(request_id=str(uuid.uuid4()), currency_code="USD"),
+            metadata=on_phone,
+        ),
+        lambda: auth.Logout(auth_pb2.LogoutRequest(), metadata=on_phone),
+    ):
+        err = await refusal(start())
+        assert what(err) == (UNAUTHENTICATED, "TOKEN_INVALID", DOMAIN)
+        assert err.message == "the session has ended"
+    other = await auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(laptop.tokens.access_token))
+    assert other.user.username == "alice"
+    accounts = await wallet.wallet.ListAccounts(
+        wallet_pb2.ListAccountsRequest(), metadata=bearer(laptop.tokens.access_token)
+    )
+    assert list(accounts.accounts) == []
+    assert (await audited(wallet))[3:] == [
+        ("AuthService/GetMe", "OK"),
+        ("AuthService/Logout", "OK"),
+        ("AuthService/GetMe", "UNAUTHENTICATED"),
+        ("WalletService/OpenAccount", "UNAUTHENTICATED"),
+        ("AuthService/Logout", "UNAUTHENTICATED"),
+        ("AuthService/GetMe", "OK"),
+        ("WalletService/ListAccounts", "OK"),
+    ]
+
+
+async def test_access_tokens_are_refused_right_after_refresh_token_reuse(wallet: Wallet) -> None:
+    auth = wallet.auth
+    await auth.Register(
+        auth_pb2.RegisterRequest(username="alice", password=PASSWORD, display_name="Alice")
+    )
+    login = await auth.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD))
+    rotated = await auth.RefreshSession(
+        auth_pb2.RefreshSessionRequest(refresh_token=login.tokens.refresh_token)
+    )
+    access_tokens = (login.tokens.access_token, rotated.tokens.access_token)
+    for token in access_tokens:
+        await auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(token))
+
+    # Someone replays the first refresh token: the whole session ends, its access tokens too.
+    reused = await refusal(
+        auth.RefreshSession(
+            auth_pb2.RefreshSessionRequest(refresh_token=login.tokens.refresh_token)
+        )
+    )
+    assert what(reused) == (UNAUTHENTICATED, "REFRESH_TOKEN_REUSED", DOMAIN)
+
+    for token in access_tokens:
+        err = await refusal(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(token)))
+        assert what(err) == (UNAUTHENTICATED, "TOKEN_INVALID", DOMAIN)
+        assert err.message == "the session has ended"
+    assert [code for _, code in (await audited(wallet))[-3:]] == ["UNAUTHENTICATED"] * 3
+
+
 # --- client certificates ------------------------------------------------------------------
 
 
@@ -783,6 +853,103 @@ async def test_repeated_failures_lock_the_account_until_the_lockout_passes(
             "RESOURCE_EXHAUSTED",
             "OK",
         ]
+
+
+async def test_an_unknown_name_is_rate_limited_after_as_many_failures_as_a_real_one(
+    wallet: Wallet,
+) -> None:
+    await wallet.sign_up("alice")
+    auth = wallet.auth
+    answers: dict[str, list[tuple[grpc.StatusCode, str, str, str]]] = {"alice": [], "nobody": []}
+    for name, answer in answers.items():
+        for password in ["not the password"] * 3 + [PASSWORD]:
+            err = await refusal(auth.Login(auth_pb2.LoginRequest(username=name, password=password)))
+            answer.append((*what(err), err.message))
+
+    assert answers["alice"] == answers["nobody"]
+    assert [a[:2] for a in answers["nobody"]] == [
+        (UNAUTHENTICATED, "INVALID_CREDENTIALS"),
+        (UNAUTHENTICATED, "INVALID_CREDENTIALS"),
+        (UNAUTHENTICATED, "INVALID_CREDENTIALS"),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
+    ]
+    # Nor does the audit trail tell them apart: anonymous, no user named.
+    failed = [e for e in await audit_trail(wallet) if e.code != "OK"]
+    assert len(failed) == 8
+    assert {(e.principal, tuple(e.resource_ids)) for e in failed} == {("anonymous", ())}
+    assert [e.code for e in failed] == (["UNAUTHENTICATED"] * 3 + ["RESOURCE_EXHAUSTED"]) * 2
+
+
+async def test_overlong_password_or_username_is_refused_before_any_hashing(
+    wallet: Wallet,
+) -> None:
+    await wallet.sign_up("alice")
+    auth = wallet.auth
+
+    long_password = await refusal(
+        auth.Login(auth_pb2.LoginRequest(username="alice", password="x" * 1_000_000))
+    )
+    long_name = await refusal(auth.Login(auth_pb2.LoginRequest(username="a" * 65, password="x")))
+
+    assert what(long_password) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", DOMAIN)
+    assert set(long_password.violations) == {"password"}
+    assert what(long_name) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", DOMAIN)
+    assert set(long_name.violations) == {"username"}
+    # Nothing was counted against the name: three wrong passwords are still needed to lock it.
+    for _ in range(2):
+        await refusal(auth.Login(auth_pb2.LoginRequest(username="alice", password="wrong!")))
+    assert (await auth.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD))).tokens
+    assert [code for method, code in await audited(wallet) if method == "AuthService/Login"] == [
+        "OK",
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "UNAUTHENTICATED",
+        "UNAUTHENTICATED",
+        "OK",
+    ]
+
+
+async def test_a_slow_sign_in_does_not_hold_up_the_users_other_calls(
+    clean_db: AsyncEngine, database_url: str, pki: DevPkiPaths
+) -> None:
+    # Strong argon2 (about a second here), so that the verification is slow.
+    settings = make_settings(database_url, pki, password_time_cost=30, password_memory_kib=65536)
+    async with running(clean_db, settings, pki) as wallet:
+        alice = await wallet.sign_up("alice")
+        auth, accounts = wallet.auth, wallet.wallet
+        await refusal(auth.GetMe(auth_pb2.GetMeRequest()))  # both channels connected now
+        await accounts.ListAccounts(wallet_pb2.ListAccountsRequest(), metadata=alice)
+        for password, currency in ((PASSWORD, "EUR"), ("not the password", "JPY")):
+            login = asyncio.ensure_future(
+                auth.Login(auth_pb2.LoginRequest(username="alice", password=password))
+            )
+            try:
+                await asyncio.sleep(0.25)  # the login is verifying the password now
+                assert not login.done()
+                # Opening an account references (key-share locks) the user's row: it must not
+                # wait for the sign-in.
+                opening = time.monotonic()
+                await accounts.OpenAccount(
+                    wallet_pb2.OpenAccountRequest(
+                        request_id=str(uuid.uuid4()), currency_code=currency
+                    ),
+                    metadata=alice,
+                )
+                assert time.monotonic() - opening < 0.4  # it did not wait for the verification
+                assert not login.done(), "the account was only opened after the login"
+            finally:
+                outcome = await asyncio.gather(login, return_exceptions=True)
+            if password == PASSWORD:
+                assert isinstance(outcome[0], auth_pb2.LoginResponse)
+            else:
+                assert isinstance(outcome[0], aio.AioRpcError)
+                assert what(rich_error(outcome[0])) == (
+                    UNAUTHENTICATED,
+                    "INVALID_CREDENTIALS",
+                    DOMAIN,
+                )
+        listed = await accounts.ListAccounts(wallet_pb2.ListAccountsRequest(), metadata=alice)
+        assert {a.currency_code for a in listed.accounts} == {"EUR", "JPY"}
 
 
 async def test_get_me_returns_the_signed_in_user(wallet: Wallet) -> None:

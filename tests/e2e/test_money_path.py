@@ -298,9 +298,7 @@ async def test_every_call_is_audited_and_money_calls_commit_with_their_audit_row
 
 async def test_unimplemented_rpcs_say_so_with_a_reason(wallet: Wallet) -> None:
     with pytest.raises(aio.AioRpcError) as caught:
-        await wallet.partner.CreateOrder(
-            partner_pb2.CreateOrderRequest(request_id=str(uuid.uuid4()), amount=usd(100))
-        )
+        await wallet.partner.ListSettlementAccounts(partner_pb2.ListSettlementAccountsRequest())
     err = rich_error(caught.value)
     assert (err.code, err.reason) == (grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED")
 
@@ -348,3 +346,12 @@ async def test_transfer_to_a_username_finds_their_account_in_that_currency(
         wallet_pb2.GetAccountRequest(account_id=b_usd), metadata=bob
     )
     assert got.account.available.amount_minor == 250
+
+
+async def test_an_anonymous_caller_cannot_bloat_the_audit_log(wallet: Wallet) -> None:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await wallet.wallet.Transfer(wallet_pb2.TransferRequest(request_id="x" * 1_000_000))
+    assert rich_error(caught.value).code == grpc.StatusCode.UNAUTHENTICATED
+    page = await wallet.admin.GetAuditLog(admin_pb2.GetAuditLogRequest(page_size=1))
+    assert page.entries[0].method == "/wallet.v1.WalletService/Transfer"
+    assert page.entries[0].request_id == "x" * 64

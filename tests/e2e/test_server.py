@@ -128,7 +128,7 @@ async def test_replaced_server_certificate_is_served_without_restart(
         await engine.dispose()
 
 
-async def test_a_call_abandoned_by_its_deadline_is_audited_as_cancelled(
+async def test_a_call_abandoned_by_its_deadline_is_audited_as_deadline_exceeded(
     clean_db: AsyncEngine, database_url: str, pki: DevPkiPaths
 ) -> None:
     # Slow password hashing keeps Register busy long past the client's deadline.
@@ -152,6 +152,6 @@ async def test_a_call_abandoned_by_its_deadline_is_audited_as_cancelled(
             if codes:
                 break
             await asyncio.sleep(0.1)
-        assert codes == ["CANCELLED"]
+        assert codes == ["DEADLINE_EXCEEDED"]
     finally:
         await server.stop(1.0)

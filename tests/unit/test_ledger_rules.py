@@ -103,3 +103,13 @@ def test_unbalanced_or_zero_legs_are_rejected() -> None:
         check_balanced((Posting(uuid4(), -5), Posting(uuid4(), 4)))
     with pytest.raises(ValueError, match="non-zero"):
         check_balanced((Posting(uuid4(), 0), Posting(uuid4(), 0)))
+
+
+def test_a_system_account_cannot_underflow_int64() -> None:
+    from wallet_server.domain import INT64_MIN
+
+    settlement = account(AccountKind.SETTLEMENT, posted=INT64_MIN + 10)
+    plan_transfer(settlement, account(), Money("USD", 10))
+    with pytest.raises(FailedPrecondition) as caught:
+        plan_transfer(settlement, account(), Money("USD", 11))
+    assert caught.value.reason == Reason.AMOUNT_OVERFLOW

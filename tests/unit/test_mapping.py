@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from wallet.v1 import ledger_pb2
 
@@ -9,7 +12,9 @@ from wallet_server.domain import InvalidArgument
 from wallet_server.transport._mapping import (
     MAX_PAGE_SIZE,
     collect,
+    decode_keyset_token,
     decode_page_token,
+    decode_sequence_token,
     encode_page_token,
     parse_amount,
     parse_page_size,
@@ -48,3 +53,33 @@ def test_collect_reports_every_violation_at_once() -> None:
         "to_account_id",
         "amount",
     ]
+
+
+def _forged(scope: str, position: object) -> str:
+    raw = json.dumps({"v": 1, "s": scope, "p": position}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("position", [True, 1.5, "7", [7], {"0": 1}, -3, 0, None])
+def test_forged_sequence_positions_are_invalid_argument(position: object) -> None:
+    token = _forged("audit", position)
+    if position is None:
+        assert decode_sequence_token(token, "audit") is None
+        return
+    with pytest.raises(InvalidArgument):
+        decode_sequence_token(token, "audit")
+
+
+@pytest.mark.parametrize(
+    "position", [{"0": "x"}, ["2026-01-01T00:00:00+00:00"], ["nope", "x"], [1, 2], "ab"]
+)
+def test_forged_keyset_positions_are_invalid_argument(position: object) -> None:
+    with pytest.raises(InvalidArgument):
+        decode_keyset_token(_forged("accounts:a", position), "accounts:a")
+
+
+def test_oversized_and_deeply_nested_tokens_are_refused_cleanly() -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    for token in ("A" * 10_000, nested[:500], nested):
+        with pytest.raises(InvalidArgument):
+            decode_page_token(token, "audit")

@@ -13,7 +13,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from wallet_server.domain._errors import FailedPrecondition, Reason
-from wallet_server.domain._money import INT64_MAX, Money
+from wallet_server.domain._money import INT64_MAX, INT64_MIN, Money
 
 
 class AccountKind(StrEnum):
@@ -70,10 +70,14 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Posting:
-    """One leg of a transaction: ``amount`` is signed (negative = debit) in the tx currency."""
+    """One leg of a transaction: ``amount`` is signed (negative = debit).
+
+    ``currency`` is the transaction's currency unless set (an exchange has legs in two).
+    """
 
     account_id: UUID
     amount: int
+    currency: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,25 @@ class Transaction:
     posted_at: datetime | None
     postings: tuple[Posting, ...]
     reverses_transaction_id: UUID | None = None
+    partner_id: UUID | None = None  # depositor, payout partner or merchant
+    order_id: UUID | None = None
+    promotion_id: UUID | None = None
+    to_amount: Money | None = None  # exchanges: what the destination received
+    exchange_rate: str = ""  # exchanges: decimal text
+    status_message: str = ""  # e.g. why a withdrawal failed
+    # Read-side link, not part of the row: the REVERSAL of this transaction, once there is one.
+    reversed_by_transaction_id: UUID | None = None
 
 
 def check_balanced(postings: tuple[Posting, ...]) -> None:
-    """Double entry: legs must sum to zero (one currency per transaction here)."""
-    if sum(p.amount for p in postings) != 0 or any(p.amount == 0 for p in postings):
-        raise ValueError("postings must be non-zero and sum to zero")
+    """Double entry: legs are non-zero and sum to zero in each currency."""
+    totals: dict[str, int] = {}
+    for p in postings:
+        if p.amount == 0:
+            raise ValueError("postings must be non-zero and sum to zero")
+        totals[p.currency] = totals.get(p.currency, 0) + p.amount
+    if any(totals.values()):
+        raise ValueError("postings must be non-zero and sum to zero per currency")
 
 
 def _ensure_can_receive(account: Account, amount: Money) -> None:
@@ -126,6 +143,8 @@ def _ensure_can_send(account: Account, amount: Money) -> None:
             f"is less than {amount.format()}",
             reason=Reason.INSUFFICIENT_FUNDS,
         )
+    if account.posted - amount.amount_minor < INT64_MIN:
+        raise FailedPrecondition("the source balance would overflow", reason=Reason.AMOUNT_OVERFLOW)
 
 
 def plan_transfer(source: Account, destination: Account, amount: Money) -> tuple[Posting, ...]:
@@ -141,8 +160,8 @@ def plan_transfer(source: Account, destination: Account, amount: Money) -> tuple
     _ensure_can_send(source, amount)
     _ensure_can_receive(destination, amount)
     postings = (
-        Posting(source.account_id, -amount.amount_minor),
-        Posting(destination.account_id, amount.amount_minor),
+        Posting(source.account_id, -amount.amount_minor, amount.currency),
+        Posting(destination.account_id, amount.amount_minor, amount.currency),
     )
     check_balanced(postings)
     return postings

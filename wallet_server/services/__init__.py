@@ -26,6 +26,7 @@ from wallet_server.services._commands import (
     RegisterUser,
     Transfer,
 )
+from wallet_server.services._events import publish
 from wallet_server.services._history import get_audit_log, get_transaction, list_transactions
 from wallet_server.services._movements import deposit, transfer
 from wallet_server.services._results import AccountPage, AuditPage, SessionTokens, TransactionPage
@@ -35,7 +36,16 @@ from wallet_server.services._setup import (
     register_operator,
     register_partner,
 )
+from wallet_server.services._streams import (
+    EventHub,
+    PartnerEvent,
+    WatchAccount,
+    WatchPartnerEvents,
+    watch_account,
+    watch_partner_events,
+)
 from wallet_server.services._unit_of_work import Clock, UnitOfWork, utc_now
+from wallet_server.storage import is_unavailable as database_unavailable
 
 __all__ = [
     "AccountPage",
@@ -46,6 +56,7 @@ __all__ = [
     "CertPrincipal",
     "Clock",
     "Deposit",
+    "EventHub",
     "GetAccount",
     "GetAuditLog",
     "GetMe",
@@ -55,6 +66,7 @@ __all__ = [
     "LogIn",
     "LogOut",
     "OpenAccount",
+    "PartnerEvent",
     "RefreshSession",
     "RegisterUser",
     "RevocationList",
@@ -62,8 +74,11 @@ __all__ = [
     "TransactionPage",
     "Transfer",
     "UnitOfWork",
+    "WatchAccount",
+    "WatchPartnerEvents",
     "begin_call",
     "current_call",
+    "database_unavailable",
     "deposit",
     "get_account",
     "get_audit_log",
@@ -75,6 +90,7 @@ __all__ = [
     "log_out",
     "note_resources",
     "open_account",
+    "publish",
     "purge_idempotency_records",
     "record_unaudited_call",
     "refresh_session",
@@ -83,4 +99,35 @@ __all__ = [
     "register_partner",
     "transfer",
     "utc_now",
+    "watch_account",
+    "watch_partner_events",
 ]
+
+# Money-movement features: each module lists its own API in its __all__.
+from wallet_server.services import (
+    _batch,
+    _exchange,
+    _orders,
+    _promotions,
+    _reversals,
+    _statements,
+    _verification,
+    _withdrawals,
+)
+from wallet_server.services._batch import *  # noqa: F403
+from wallet_server.services._exchange import *  # noqa: F403
+from wallet_server.services._orders import *  # noqa: F403
+from wallet_server.services._promotions import *  # noqa: F403
+from wallet_server.services._reversals import *  # noqa: F403
+from wallet_server.services._statements import *  # noqa: F403
+from wallet_server.services._verification import *  # noqa: F403
+from wallet_server.services._withdrawals import *  # noqa: F403
+
+__all__ += _batch.__all__
+__all__ += _exchange.__all__
+__all__ += _orders.__all__
+__all__ += _promotions.__all__
+__all__ += _reversals.__all__
+__all__ += _statements.__all__
+__all__ += _verification.__all__
+__all__ += _withdrawals.__all__

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from wallet_server.domain import (
     AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
     NotFound,
     RateLimited,
     Reason,
@@ -23,11 +27,13 @@ from wallet_server.security import (
     hash_refresh_token,
     new_refresh_token,
 )
+from wallet_server.services._authentication import session_ended
 from wallet_server.services._call import note_principal, note_resources
 from wallet_server.services._commands import GetMe, LogIn, LogOut, RefreshSession, RegisterUser
 from wallet_server.services._results import SessionTokens
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
+from wallet_server.storage.repositories import LoginThrottle, UserCredentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,36 +70,121 @@ async def register(cmd: RegisterUser, uow: UnitOfWork, policy: AuthPolicy) -> Us
         return user
 
 
-@retry_on_conflict
+# Sign-in input is bounded before any hashing: an anonymous caller must not be able to make
+# argon2 chew on megabytes. The password limit is registration's; usernames are at most 32.
+MAX_LOGIN_USERNAME_LENGTH = 64
+MAX_LOGIN_PASSWORD_LENGTH = 256
+
+
+class _KeyedLocks:
+    """One :class:`asyncio.Lock` per key, kept only while someone holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            _, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+# Sign-in attempts for one name run one after another in this process: each reads the
+# throttle only after the previous attempt recorded its outcome, so a burst of parallel
+# guesses gets no more tries than a sequence would. Waiting holds no connection.
+_attempts = _KeyedLocks()
+
+
+def _check_login_input(cmd: LogIn) -> str:
+    """The normalized username; overlong input is refused before anything is looked up."""
+    violations: list[FieldViolation] = []
+    if len(cmd.username) > MAX_LOGIN_USERNAME_LENGTH:
+        violations.append(
+            FieldViolation("username", f"at most {MAX_LOGIN_USERNAME_LENGTH} characters")
+        )
+    if len(cmd.password) > MAX_LOGIN_PASSWORD_LENGTH:
+        violations.append(
+            FieldViolation("password", f"at most {MAX_LOGIN_PASSWORD_LENGTH} characters")
+        )
+    if violations:
+        raise InvalidArgument("invalid sign-in request", violations=tuple(violations))
+    return normalize_username(cmd.username)
+
+
 async def log_in(cmd: LogIn, uow: UnitOfWork, policy: AuthPolicy) -> SessionTokens:
-    """Password sign-in. An unknown user and a wrong password get the same answer."""
-    async with uow:
-        now = uow.now()
-        creds = await uow.users.credentials_for_update(normalize_username(cmd.username))
-        if creds is not None and creds.locked_until is not None and creds.locked_until > now:
+    """Password sign-in. An unknown user and a wrong password get the same answer, cost the
+    same work and count against the same per-name throttle.
+
+    Three steps, so that no pooled connection or row lock is held while argon2 runs: read the
+    credentials and the throttle (a short transaction), verify in a worker thread outside any
+    transaction, record the outcome (another short transaction).
+    """
+    username = _check_login_input(cmd)
+    async with _attempts.hold(username):
+        creds, throttle = await _sign_in_state(uow, username)
+        if throttle is not None and throttle.locked_at(uow.now()):
             raise RateLimited(
                 "too many failed sign-ins; try again later", reason=Reason.RATE_LIMITED
             )
         stored_hash = None if creds is None else creds.password_hash
+        # argon2 is deliberately slow: keep it off the event loop (an unknown user is checked
+        # against the hasher's dummy hash, so it takes as long as a wrong password).
         ok = await asyncio.to_thread(policy.passwords.verify, stored_hash, cmd.password)
         if creds is None or not ok:
-            if creds is not None:
-                # A lockout that has run out starts a fresh count.
-                lockout_over = creds.locked_until is not None and creds.locked_until <= now
-                failures = (0 if lockout_over else creds.failed_logins) + 1
-                locked_until = (
-                    now + policy.lockout if failures >= policy.max_failed_logins else None
-                )
-                await uow.users.record_login_failure(creds.user.user_id, locked_until)
-                note_resources(creds.user.user_id)
-                note_principal(f"user:{creds.user.user_id}")
-                await uow.commit(code="UNAUTHENTICATED")
+            await _record_failed_sign_in(uow, policy, username)
             raise Unauthenticated(_INVALID_CREDENTIALS, reason=Reason.INVALID_CREDENTIALS)
-        user = creds.user
         rehash = None
         if policy.passwords.needs_rehash(creds.password_hash):
             rehash = await asyncio.to_thread(policy.passwords.hash, cmd.password)
-        await uow.users.record_login_success(user.user_id, rehash)
+        return await _start_session(cmd, uow, policy, creds, rehash)
+
+
+@retry_on_conflict
+async def _sign_in_state(
+    uow: UnitOfWork, username: str
+) -> tuple[UserCredentials | None, LoginThrottle | None]:
+    async with uow:
+        return await uow.users.credentials(username), await uow.users.login_throttle(username)
+
+
+@retry_on_conflict
+async def _record_failed_sign_in(uow: UnitOfWork, policy: AuthPolicy, username: str) -> None:
+    async with uow:
+        await uow.users.record_login_failure(
+            username,
+            now=uow.now(),
+            max_failures=policy.max_failed_logins,
+            lockout=policy.lockout,
+        )
+        # The caller stays anonymous and no user id is named: the audit log must not tell
+        # an unknown name from a real one either.
+        await uow.commit(code="UNAUTHENTICATED")
+
+
+@retry_on_conflict
+async def _start_session(
+    cmd: LogIn,
+    uow: UnitOfWork,
+    policy: AuthPolicy,
+    creds: UserCredentials,
+    rehash: str | None,
+) -> SessionTokens:
+    user = creds.user
+    async with uow:
+        now = uow.now()
+        await uow.users.clear_login_throttle(user.username)
+        if rehash is not None:
+            await uow.users.replace_password_hash(user.user_id, old=creds.password_hash, new=rehash)
         session_id = uow.new_id()
         expires_at = now + policy.session_lifetime
         await uow.users.add_session(
@@ -131,6 +222,7 @@ async def refresh_session(
         if found.used_at is not None:
             await uow.users.revoke_session(session.session_id, "refresh token reused")
             await uow.commit(code="UNAUTHENTICATED")
+            session_ended(session.session_id)  # its access tokens stop working here at once
             raise Unauthenticated(
                 "refresh token already used; the session has been ended",
                 reason=Reason.REFRESH_TOKEN_REUSED,
@@ -149,6 +241,7 @@ async def log_out(cmd: LogOut, uow: UnitOfWork) -> None:
         await uow.users.revoke_session(cmd.caller.session_id, "logout")
         note_resources(cmd.caller.session_id)
         await uow.commit()
+    session_ended(cmd.caller.session_id)  # its access tokens stop working here at once
 
 
 @retry_on_conflict

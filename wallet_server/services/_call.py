@@ -12,6 +12,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID, uuid4
 
 from wallet_server.storage.repositories import NewAuditEntry
 
@@ -23,6 +24,7 @@ class CallRecord:
     method: str
     peer: str
     started_at: datetime
+    call_id: UUID = field(default_factory=uuid4)
     started_monotonic: float = field(default_factory=time.perf_counter)
     principal: str = "anonymous"
     request_id: str = ""
@@ -32,6 +34,7 @@ class CallRecord:
     def entry(self, code: str) -> NewAuditEntry:
         latency_us = int((time.perf_counter() - self.started_monotonic) * 1_000_000)
         return NewAuditEntry(
+            call_id=self.call_id,
             occurred_at=self.started_at,
             principal=self.principal,
             method=self.method,

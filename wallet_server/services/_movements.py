@@ -6,16 +6,19 @@ from uuid import UUID
 
 from wallet_server.domain import (
     AccountKind,
+    EventType,
     NotFound,
     Transaction,
     TransactionKind,
     TransactionStatus,
     normalize_username,
     plan_transfer,
+    transaction_event,
 )
 from wallet_server.services._accounts import account_not_found
 from wallet_server.services._call import note_resources
 from wallet_server.services._commands import Deposit, Transfer
+from wallet_server.services._events import publish
 from wallet_server.services._idempotency import run_once
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
@@ -47,6 +50,7 @@ async def _post(
     external_reference: str,
     initiator: str,
     source_must_belong_to: UUID | None,
+    partner_id: UUID | None = None,
 ) -> Transaction:
     """Lock both accounts (in id order), let the domain decide, write the result."""
     locked = await uow.ledger.lock_accounts((source_id, destination_id))
@@ -72,8 +76,10 @@ async def _post(
         created_at=now,
         posted_at=now,
         postings=legs,
+        partner_id=partner_id,
     )
-    await uow.ledger.record_posted(tx, initiator=initiator)
+    changed = await uow.ledger.record(tx, initiator=initiator)
+    await publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
     return tx
 
 
@@ -133,6 +139,7 @@ async def deposit(cmd: Deposit, uow: UnitOfWork) -> Transaction:
                 external_reference=cmd.external_reference,
                 initiator=cmd.caller.key,
                 source_must_belong_to=None,
+                partner_id=cmd.caller.partner_id,
             )
 
         note_resources(cmd.account_id)

@@ -13,10 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 from wallet_server.services._call import current_call
 from wallet_server.storage.repositories import (
     AuditRepository,
+    EventRepository,
+    ExchangeRepository,
     IdempotencyRepository,
     LedgerRepository,
+    OrderRepository,
     PrincipalRepository,
+    PromotionRepository,
+    StatementRepository,
     UserRepository,
+    VerificationRepository,
+    WithdrawalRepository,
 )
 
 Clock = Callable[[], datetime]
@@ -39,6 +46,13 @@ class UnitOfWork:
     ledger: LedgerRepository
     idempotency: IdempotencyRepository
     audit: AuditRepository
+    events: EventRepository
+    withdrawals: WithdrawalRepository
+    orders: OrderRepository
+    exchange: ExchangeRepository
+    promotions: PromotionRepository
+    verification: VerificationRepository
+    statements: StatementRepository
 
     def __init__(
         self,
@@ -66,6 +80,13 @@ class UnitOfWork:
         self.ledger = LedgerRepository(conn)
         self.idempotency = IdempotencyRepository(conn)
         self.audit = AuditRepository(conn)
+        self.events = EventRepository(conn)
+        self.withdrawals = WithdrawalRepository(conn)
+        self.orders = OrderRepository(conn)
+        self.exchange = ExchangeRepository(conn)
+        self.promotions = PromotionRepository(conn)
+        self.verification = VerificationRepository(conn)
+        self.statements = StatementRepository(conn)
         return self
 
     async def __aexit__(
@@ -83,6 +104,10 @@ class UnitOfWork:
                 await tx.rollback()
         finally:
             await conn.close()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     @property
     def connection(self) -> AsyncConnection:

@@ -7,12 +7,16 @@ from wallet_server.storage._engine import (
     sqlalchemy_url,
 )
 from wallet_server.storage._errors import is_retryable_conflict, is_unavailable
+from wallet_server.storage._notifications import OUTBOX_CHANNEL, libpq_url, listen_forever
 from wallet_server.storage._tables import metadata
 
 __all__ = [
+    "OUTBOX_CHANNEL",
     "create_engine",
     "is_retryable_conflict",
     "is_unavailable",
+    "libpq_url",
+    "listen_forever",
     "metadata",
     "migrate",
     "schema_is_current",

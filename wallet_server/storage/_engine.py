@@ -27,6 +27,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=False,
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
+        # Statement parameters hold password and token hashes: never put them in logs.
+        hide_parameters=True,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg.errors
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
@@ -15,7 +16,7 @@ def is_retryable_conflict(exc: BaseException) -> bool:
 
 def is_unavailable(exc: BaseException) -> bool:
     """The database cannot be reached (connection refused or lost, server shutting down)."""
-    if isinstance(exc, OSError | ConnectionError):
+    if isinstance(exc, OSError | ConnectionError | PoolTimeout):
         return True
     if isinstance(exc, InterfaceError | OperationalError) and not is_retryable_conflict(exc):
         return True

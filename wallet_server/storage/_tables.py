@@ -47,9 +47,19 @@ users = Table(
     Column("kyc_tier", SmallInteger, nullable=False, server_default=text("1")),
     Column("totp_secret", LargeBinary, nullable=True),
     Column("totp_enabled", Boolean, nullable=False, server_default=text("false")),
-    Column("failed_logins", Integer, nullable=False, server_default=text("0")),
-    Column("locked_until", DateTime(timezone=True), nullable=True),
     _created_at(),
+)
+
+# Failed sign-ins per normalized username, whether or not the user exists, so a lockout
+# answers alike for real and unknown names.
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("username", Text, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "updated_at"),
 )
 
 sessions = Table(
@@ -153,6 +163,15 @@ transactions = Table(
     Column("reverses_transaction_id", UUID(as_uuid=True), nullable=True, unique=True),
     _created_at(),
     Column("posted_at", DateTime(timezone=True), nullable=True),
+    # The partner involved: depositor, payout partner of a withdrawal, merchant of a payment.
+    Column("partner_id", UUID(as_uuid=True), nullable=True),
+    Column("order_id", UUID(as_uuid=True), nullable=True),
+    Column("promotion_id", UUID(as_uuid=True), nullable=True),
+    # Exchanges: what the destination received, and at which rate (decimal text).
+    Column("to_amount", BigInteger, nullable=True),
+    Column("to_currency", Text, nullable=True),
+    Column("exchange_rate", Text, nullable=True),
+    Column("status_message", Text, nullable=False, server_default=text("''")),
     CheckConstraint("amount > 0", name="amount_positive"),
     Index(None, "from_account_id", "seq"),
     Index(None, "to_account_id", "seq"),
@@ -193,6 +212,8 @@ audit_log = Table(
     "audit_log",
     metadata,
     Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    # One row per RPC: a fallback write for a call whose commit outcome was unclear is a no-op.
+    Column("call_id", UUID(as_uuid=True), nullable=False, unique=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("principal", Text, nullable=False),
     Column("method", Text, nullable=False),
@@ -207,16 +228,144 @@ audit_log = Table(
     Column("hash", LargeBinary, nullable=True),
 )
 
+# A withdrawal's payout details, sealed with SecretBox (key id inside the blob).
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column(
+        "transaction_id",
+        UUID(as_uuid=True),
+        ForeignKey("transactions.transaction_id"),
+        primary_key=True,
+    ),
+    Column("partner_id", UUID(as_uuid=True), ForeignKey("partners.partner_id"), nullable=False),
+    Column("destination", LargeBinary, nullable=False),
+    _created_at(),
+    Index(None, "partner_id"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", UUID(as_uuid=True), primary_key=True),
+    Column("partner_id", UUID(as_uuid=True), ForeignKey("partners.partner_id"), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("merchant_reference", Text, nullable=False, server_default=text("''")),
+    Column("status", Text, nullable=False),
+    _created_at(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    Column("payer_account_id", UUID(as_uuid=True), nullable=True),
+    Column("payment_transaction_id", UUID(as_uuid=True), nullable=True),
+    Column("refunded_amount", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint(
+        "refunded_amount >= 0 AND refunded_amount <= amount", name="refunds_within_payment"
+    ),
+    Index(None, "partner_id", "created_at"),
+    # Open orders by expiry: what an expiry sweeper visits.
+    Index("ix_orders_open_expires_at", "expires_at", postgresql_where=text("status = 'open'")),
+)
+
+exchange_rates = Table(
+    "exchange_rates",
+    metadata,
+    Column("from_currency", Text, primary_key=True),
+    Column("to_currency", Text, primary_key=True),
+    Column("rate", Text, nullable=False),  # exact decimal text: never a float
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", Text, nullable=False),
+)
+
+quotes = Table(
+    "quotes",
+    metadata,
+    Column("quote_id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", UUID(as_uuid=True), ForeignKey("users.user_id"), nullable=False),
+    Column("from_account_id", UUID(as_uuid=True), nullable=False),
+    Column("to_account_id", UUID(as_uuid=True), nullable=False),
+    Column("from_currency", Text, nullable=False),
+    Column("from_amount", BigInteger, nullable=False),
+    Column("to_currency", Text, nullable=False),
+    Column("to_amount", BigInteger, nullable=False),
+    Column("rate", Text, nullable=False),
+    _created_at(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("transaction_id", UUID(as_uuid=True), nullable=True),  # set when executed
+)
+
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("promotion_id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("basis_points", Integer, nullable=False),
+    Column("per_payment_cap", BigInteger, nullable=False),
+    Column("budget", BigInteger, nullable=False),
+    Column("spent", BigInteger, nullable=False, server_default=text("0")),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    # Only these merchants' orders qualify; empty: every merchant's.
+    Column(
+        "merchant_partner_ids",
+        ARRAY(UUID(as_uuid=True)),
+        nullable=False,
+        server_default=text("'{}'"),
+    ),
+    Column("min_payment", BigInteger, nullable=True),  # smallest qualifying payment
+    Column(
+        "funding_account_id",
+        UUID(as_uuid=True),
+        ForeignKey("accounts.account_id"),
+        nullable=False,
+    ),
+    _created_at(),
+    CheckConstraint("basis_points > 0 AND basis_points <= 10000", name="basis_points"),
+    CheckConstraint("per_payment_cap > 0 AND budget > 0", name="positive_amounts"),
+    CheckConstraint("min_payment IS NULL OR min_payment > 0", name="min_payment_positive"),
+    CheckConstraint("ends_at > starts_at", name="period"),
+    # The last line of defence: cashback never exceeds the budget, whatever the code does.
+    CheckConstraint("spent >= 0 AND spent <= budget", name="within_budget"),
+    Index(None, "created_at"),
+)
+
+# The event log. Writers insert rows without a sequence in the transaction of the change;
+# one sequencer at a time numbers committed rows, so readers resuming "after N" miss nothing.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("event_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("sequence", BigInteger, nullable=True, unique=True),
+    _created_at(),
+    Column("type", Text, nullable=False),
+    Column("partner_id", UUID(as_uuid=True), nullable=True),
+    Column("account_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Index("ix_outbox_unsequenced", "event_id", postgresql_where=text("sequence IS NULL")),
+    Index("ix_outbox_account_ids", "account_ids", postgresql_using="gin"),
+)
+
 __all__ = [
     "accounts",
     "audit_log",
+    "exchange_rates",
     "idempotency_keys",
+    "login_throttle",
     "metadata",
     "operators",
+    "orders",
+    "outbox",
     "partners",
     "postings",
+    "promotions",
+    "quotes",
     "refresh_tokens",
     "sessions",
     "transactions",
     "users",
+    "withdrawals",
 ]

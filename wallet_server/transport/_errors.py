@@ -14,7 +14,14 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from wallet_server.domain import InvalidArgument, Reason, Unimplemented, WalletError
+from wallet_server.domain import (
+    InvalidArgument,
+    Reason,
+    Unavailable,
+    Unimplemented,
+    WalletError,
+)
+from wallet_server.services import database_unavailable
 
 ERROR_DOMAIN = "wallet.v1"
 
@@ -37,6 +44,19 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def failure_from_error(error: WalletError) -> RpcFailure:
+    try:
+        return _rich_failure(error)
+    except Exception:  # a malformed error must still end as a clean INTERNAL, never UNKNOWN
+        _log.exception("could not encode %r", error)
+        return RpcFailure(
+            "INTERNAL",
+            rpc_status.to_status(
+                status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+            ),
+        )
+
+
+def _rich_failure(error: WalletError) -> RpcFailure:
     code = code_pb2.Code.Value(error.status_name)
     details = [
         _pack(
@@ -66,6 +86,11 @@ def failure_from_exception(exc: BaseException, method: str) -> RpcFailure:
     """Map anything to a status; unknown exceptions are logged here and hidden from the client."""
     if isinstance(exc, WalletError):
         return failure_from_error(exc)
+    if database_unavailable(exc):
+        _log.warning("database unavailable in %s: %s", method, type(exc).__name__)
+        return failure_from_error(
+            Unavailable("the service is temporarily unavailable; retry later")
+        )
     if isinstance(exc, NotImplementedError):
         return failure_from_error(
             Unimplemented(f"{method} is not implemented yet", reason=Reason.UNIMPLEMENTED)

@@ -67,6 +67,7 @@ class Call:
 
 
 Proceed = Callable[[], Awaitable[Any]]
+MAX_AUDITED_REQUEST_ID = 64
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
@@ -127,7 +128,10 @@ class ErrorInterceptor:
             raise
         except asyncio.CancelledError:
             # The client went away or its deadline passed; the audit row must not say OK.
-            call.code = "CANCELLED"
+            remaining = call.context.time_remaining()
+            call.code = (
+                "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            )
             raise
         except Exception as exc:
             mapped = failure_from_exception(exc, call.method)
@@ -174,7 +178,7 @@ class AuthenticationInterceptor:
                     "this call needs 'authorization: Bearer <access token>'",
                     reason=Reason.CREDENTIALS_MISSING,
                 )
-            principal = self._authenticator.user_from_bearer(token)
+            principal = await self._authenticator.user_from_bearer(token)
         else:
             pem = _peer_certificate_pem(call.context)
             if pem is None:
@@ -246,7 +250,8 @@ def _new_call(method: str, request: Any, context: aio.ServicerContext[Any, Any])
         method=method,
         peer=context.peer() or "",
         started_at=datetime.now(UTC),
-        request_id=request_id if isinstance(request_id, str) else "",
+        # Anyone can send anything here before authentication: keep the audit row small.
+        request_id=request_id[:MAX_AUDITED_REQUEST_ID] if isinstance(request_id, str) else "",
     )
     begin_call(record)
     call = Call(method=method, access=access, context=context, request=request, record=record)
@@ -318,7 +323,8 @@ class WalletServerInterceptor(aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        # Client-streaming methods would bypass the chain: none exist, and none may slip in.
+        raise RuntimeError(f"{method}: client-streaming RPCs are not supported by the chain")
 
 
 def build_interceptor(engine: AsyncEngine, authenticator: Authenticator) -> WalletServerInterceptor:

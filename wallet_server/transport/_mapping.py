@@ -15,9 +15,13 @@ from wallet.v1 import ledger_pb2
 
 from wallet_server.domain import (
     Account,
+    EventType,
     FieldViolation,
     InvalidArgument,
     Money,
+    Order,
+    OrderStatus,
+    SequencedEvent,
     Transaction,
     TransactionKind,
     TransactionStatus,
@@ -117,19 +121,57 @@ def encode_page_token(scope: str, position: Any) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+MAX_PAGE_TOKEN_LENGTH = 512
+
+
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument.for_field(
+        "page_token", "not a token from this listing (use next_page_token as given)"
+    )
+
+
 def decode_page_token(token: str, scope: str) -> Any:
     if not token:
         return None
+    if len(token) > MAX_PAGE_TOKEN_LENGTH:
+        raise _bad_token()
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if data["v"] != 1 or data["s"] != scope:
             raise ValueError
         return data["p"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.for_field(
-            "page_token", "not a token from this listing (use next_page_token as given)"
-        ) from None
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        RecursionError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ):
+        raise _bad_token() from None
+
+
+def decode_sequence_token(token: str, scope: str) -> int | None:
+    """A token whose position is a sequence number (tokens are unsigned: check the shape)."""
+    position = decode_page_token(token, scope)
+    if position is None:
+        return None
+    if type(position) is not int or position <= 0:
+        raise _bad_token()
+    return position
+
+
+def decode_keyset_token(token: str, scope: str) -> tuple[datetime, UUID] | None:
+    """A token whose position is (time, id) of the last item seen."""
+    position = decode_page_token(token, scope)
+    if position is None:
+        return None
+    try:
+        when, ident = position
+        return datetime.fromisoformat(when), UUID(ident)
+    except (ValueError, TypeError, AttributeError):
+        raise _bad_token() from None
 
 
 # --- responses ------------------------------------------------------------------------------
@@ -175,12 +217,79 @@ def transaction_to_proto(tx: Transaction) -> ledger_pb2.Transaction:
         postings=[
             ledger_pb2.Posting(
                 account_id=str(p.account_id),
-                amount=ledger_pb2.Money(currency_code=tx.amount.currency, amount_minor=p.amount),
+                amount=ledger_pb2.Money(
+                    currency_code=p.currency or tx.amount.currency, amount_minor=p.amount
+                ),
             )
             for p in tx.postings
         ],
         reverses_transaction_id=str(tx.reverses_transaction_id or ""),
+        reversed_by_transaction_id=str(tx.reversed_by_transaction_id or ""),
+        exchange_rate=tx.exchange_rate,
+        order_id=str(tx.order_id or ""),
+        promotion_id=str(tx.promotion_id or ""),
+        status_message=tx.status_message,
     )
+    if tx.to_amount is not None:
+        message.to_amount.CopyFrom(money_to_proto(tx.to_amount))
     if tx.posted_at is not None:
         message.post_time.CopyFrom(timestamp(tx.posted_at))
+    return message
+
+
+_ORDER_STATUS_TO_PROTO: Mapping[OrderStatus, int] = {
+    OrderStatus.OPEN: ledger_pb2.ORDER_STATUS_OPEN,
+    OrderStatus.PAID: ledger_pb2.ORDER_STATUS_PAID,
+    OrderStatus.PARTIALLY_REFUNDED: ledger_pb2.ORDER_STATUS_PARTIALLY_REFUNDED,
+    OrderStatus.REFUNDED: ledger_pb2.ORDER_STATUS_REFUNDED,
+    OrderStatus.EXPIRED: ledger_pb2.ORDER_STATUS_EXPIRED,
+}
+
+_EVENT_TYPE_TO_PROTO: Mapping[EventType, int] = {
+    EventType.TRANSACTION_CREATED: ledger_pb2.EVENT_TYPE_TRANSACTION_CREATED,
+    EventType.TRANSACTION_STATUS_CHANGED: ledger_pb2.EVENT_TYPE_TRANSACTION_STATUS_CHANGED,
+    EventType.ACCOUNT_STATUS_CHANGED: ledger_pb2.EVENT_TYPE_ACCOUNT_STATUS_CHANGED,
+    EventType.ORDER_UPDATED: ledger_pb2.EVENT_TYPE_ORDER_UPDATED,
+}
+
+
+def order_to_proto(order: Order) -> ledger_pb2.Order:
+    message = ledger_pb2.Order(
+        order_id=str(order.order_id),
+        status=_ORDER_STATUS_TO_PROTO[order.status],  # type: ignore[arg-type]
+        amount=money_to_proto(order.amount),
+        description=order.description,
+        merchant_reference=order.merchant_reference,
+        merchant_name=order.merchant_name,
+        merchant_display_name=order.merchant_name,  # partners have no separate display name
+        create_time=timestamp(order.created_at),
+        expire_time=timestamp(order.expires_at),
+        payment_transaction_id=str(order.payment_transaction_id or ""),
+        refunded_amount=ledger_pb2.Money(
+            currency_code=order.amount.currency, amount_minor=order.refunded_minor
+        ),
+    )
+    if order.paid_at is not None:
+        message.pay_time.CopyFrom(timestamp(order.paid_at))
+    return message
+
+
+def event_to_proto(
+    item: SequencedEvent, *, watched_account: UUID | None = None
+) -> ledger_pb2.Event:
+    """An event as a stream sends it; ``watched_account`` selects the account snapshot."""
+    event = item.event
+    message = ledger_pb2.Event(
+        sequence=item.sequence,
+        create_time=timestamp(event.created_at),
+        type=_EVENT_TYPE_TO_PROTO[event.type],  # type: ignore[arg-type]
+    )
+    if watched_account is not None:
+        for account in event.accounts:
+            if account.account_id == watched_account:
+                message.account.CopyFrom(account_to_proto(account))
+    if event.transaction is not None:
+        message.transaction.CopyFrom(transaction_to_proto(event.transaction))
+    if event.order is not None:
+        message.order.CopyFrom(order_to_proto(event.order))
     return message

@@ -28,11 +28,12 @@ from wallet.v1 import (
 )
 
 from wallet_server.config import Settings
-from wallet_server.security import AccessTokenCodec, PasswordHasher
+from wallet_server.security import AccessTokenCodec, PasswordHasher, SecretBox
 from wallet_server.services import (
     Authenticator,
     AuthPolicy,
     Clock,
+    EventHub,
     RevocationList,
     UnitOfWork,
     purge_idempotency_records,
@@ -129,15 +130,18 @@ class WalletServer:
         *,
         idempotency_retention: timedelta,
         clock: Clock,
+        hub: EventHub,
     ) -> None:
         self.grpc_server = server
         self._engine = engine
         self._health = health_servicer
         self._retention = idempotency_retention
         self._clock = clock
+        self.hub = hub
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        await self.hub.start()
         await self.grpc_server.start()
         await self._check_database()
         self._background = [
@@ -154,6 +158,7 @@ class WalletServer:
                 await task
         await self._set_serving(False)
         await self.grpc_server.stop(grace)
+        await self.hub.stop()
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -237,7 +242,15 @@ def create_server(
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
         ],
     )
-    deps = Servicers(engine=engine, policy=policy, clock=clock, authenticator=authenticator)
+    hub = EventHub(engine, settings.database_url)
+    deps = Servicers(
+        engine=engine,
+        policy=policy,
+        clock=clock,
+        authenticator=authenticator,
+        secrets=SecretBox(settings.secret_keys, settings.secret_active_key_id),
+        hub=hub,
+    )
     # The generated stubs mark every RPC abstract; RPCs a servicer does not define answer
     # UNIMPLEMENTED (with ErrorInfo) through the base class at run time.
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(deps), server)  # type: ignore[abstract]
@@ -266,5 +279,6 @@ def create_server(
         health_servicer,
         idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
         clock=clock,
+        hub=hub,
     )
     return wallet_server, ServerPorts(public, mtls)

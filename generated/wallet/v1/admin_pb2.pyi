@@ -191,6 +191,12 @@ class _LedgerInvariantEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ledge
     """A user account's posted or available balance is below zero."""
     LEDGER_INVARIANT_HASH_CHAIN: _LedgerInvariant.ValueType  # 5
     """A posted transaction no longer matches its chain hash, or the chain is broken."""
+    LEDGER_INVARIANT_POSTINGS_MATCH_STATUS: _LedgerInvariant.ValueType  # 6
+    """A POSTED transaction has no postings, or a transaction that is not POSTED (PENDING,
+    HELD_FOR_REVIEW, VOIDED, REJECTED) has some.
+    """
+    LEDGER_INVARIANT_SINGLE_REVERSAL: _LedgerInvariant.ValueType  # 7
+    """A transaction is reversed by more than one REVERSAL."""
 
 class LedgerInvariant(_LedgerInvariant, metaclass=_LedgerInvariantEnumTypeWrapper):
     """Which ledger invariant a violation breaks."""
@@ -207,6 +213,12 @@ LEDGER_INVARIANT_NON_NEGATIVE: LedgerInvariant.ValueType  # 4
 """A user account's posted or available balance is below zero."""
 LEDGER_INVARIANT_HASH_CHAIN: LedgerInvariant.ValueType  # 5
 """A posted transaction no longer matches its chain hash, or the chain is broken."""
+LEDGER_INVARIANT_POSTINGS_MATCH_STATUS: LedgerInvariant.ValueType  # 6
+"""A POSTED transaction has no postings, or a transaction that is not POSTED (PENDING,
+HELD_FOR_REVIEW, VOIDED, REJECTED) has some.
+"""
+LEDGER_INVARIANT_SINGLE_REVERSAL: LedgerInvariant.ValueType  # 7
+"""A transaction is reversed by more than one REVERSAL."""
 Global___LedgerInvariant: _TypeAlias = LedgerInvariant  # noqa: Y015
 
 class _AuditChainFault:

@@ -372,8 +372,11 @@ class AdminServiceServicer:
     def VerifyLedger(self, request, context):
         """Checks every ledger invariant and reports each violation found: postings of each
         transaction sum to zero per currency; each account's stored `posted` equals the sum of
-        its postings and its `pending_out` the sum of its open holds; no user account is below
-        zero; the ledger hash chain is intact. An empty list means the ledger is sound. Read-only.
+        its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
+        and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
+        `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
+        is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
+        sound. Read-only; every check reads the same snapshot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -170,8 +170,11 @@ class AdminServiceStub:
     VerifyLedger: _grpc.UnaryUnaryMultiCallable[_admin_pb2.VerifyLedgerRequest, _admin_pb2.VerifyLedgerResponse]
     """Checks every ledger invariant and reports each violation found: postings of each
     transaction sum to zero per currency; each account's stored `posted` equals the sum of
-    its postings and its `pending_out` the sum of its open holds; no user account is below
-    zero; the ledger hash chain is intact. An empty list means the ledger is sound. Read-only.
+    its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
+    and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
+    `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
+    is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
+    sound. Read-only; every check reads the same snapshot.
     """
     VerifyAuditChain: _grpc.UnaryUnaryMultiCallable[_admin_pb2.VerifyAuditChainRequest, _admin_pb2.VerifyAuditChainResponse]
     """Recomputes the audit log's hash chain and reports every entry that was edited, inserted
@@ -320,8 +323,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     VerifyLedger: _aio.UnaryUnaryMultiCallable[_admin_pb2.VerifyLedgerRequest, _admin_pb2.VerifyLedgerResponse]  # type: ignore[assignment]
     """Checks every ledger invariant and reports each violation found: postings of each
     transaction sum to zero per currency; each account's stored `posted` equals the sum of
-    its postings and its `pending_out` the sum of its open holds; no user account is below
-    zero; the ledger hash chain is intact. An empty list means the ledger is sound. Read-only.
+    its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
+    and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
+    `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
+    is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
+    sound. Read-only; every check reads the same snapshot.
     """
     VerifyAuditChain: _aio.UnaryUnaryMultiCallable[_admin_pb2.VerifyAuditChainRequest, _admin_pb2.VerifyAuditChainResponse]  # type: ignore[assignment]
     """Recomputes the audit log's hash chain and reports every entry that was edited, inserted
@@ -593,8 +599,11 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.VerifyLedgerResponse, _abc.Awaitable[_admin_pb2.VerifyLedgerResponse]]:
         """Checks every ledger invariant and reports each violation found: postings of each
         transaction sum to zero per currency; each account's stored `posted` equals the sum of
-        its postings and its `pending_out` the sum of its open holds; no user account is below
-        zero; the ledger hash chain is intact. An empty list means the ledger is sound. Read-only.
+        its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
+        and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
+        `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
+        is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
+        sound. Read-only; every check reads the same snapshot.
         """
 
     @_abc_1.abstractmethod

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.storage._tables import audit_log
@@ -14,6 +16,7 @@ from wallet_server.storage._tables import audit_log
 
 @dataclass(frozen=True, slots=True)
 class NewAuditEntry:
+    call_id: UUID
     occurred_at: datetime
     principal: str
     method: str
@@ -43,12 +46,14 @@ class AuditRepository:
         self._conn = conn
 
     async def append(self, entries: Sequence[NewAuditEntry]) -> None:
+        """Add rows; a call that already has its row (its commit went through) keeps it."""
         if not entries:
             return
         await self._conn.execute(
-            insert(audit_log),
+            pg_insert(audit_log).on_conflict_do_nothing(index_elements=[audit_log.c.call_id]),
             [
                 {
+                    "call_id": e.call_id,
                     "occurred_at": e.occurred_at,
                     "principal": e.principal,
                     "method": e.method,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,7 +44,7 @@ def _account(row: Any) -> Account:
     )
 
 
-def _transaction(row: Any, legs: Sequence[Posting]) -> Transaction:
+def _transaction(row: Any, legs: Sequence[Posting], reversed_by: UUID | None = None) -> Transaction:
     return Transaction(
         transaction_id=row.transaction_id,
         kind=TransactionKind(row.kind),
@@ -58,31 +58,133 @@ def _transaction(row: Any, legs: Sequence[Posting]) -> Transaction:
         posted_at=row.posted_at,
         postings=tuple(legs),
         reverses_transaction_id=row.reverses_transaction_id,
+        partner_id=row.partner_id,
+        order_id=row.order_id,
+        promotion_id=row.promotion_id,
+        to_amount=None if row.to_amount is None else Money(row.to_currency, row.to_amount),
+        exchange_rate=row.exchange_rate or "",
+        status_message=row.status_message,
+        reversed_by_transaction_id=reversed_by,
     )
 
 
-# Insert the transaction, its legs and the balance changes in one round trip.
-_RECORD_POSTED = text(
-    """
-    WITH new_tx AS (
-        INSERT INTO transactions (transaction_id, kind, status, currency, amount,
-            from_account_id, to_account_id, memo, external_reference, initiator,
-            reverses_transaction_id, created_at, posted_at)
-        VALUES (:transaction_id, :kind, :status, :currency, :amount,
-            :from_account_id, :to_account_id, :memo, :external_reference, :initiator,
-            :reverses_transaction_id, :created_at, :posted_at)
-        RETURNING transaction_id
-    ), legs AS (
+_TX_COLUMNS = (
+    "transaction_id, kind, status, currency, amount, from_account_id, to_account_id, memo, "
+    "external_reference, initiator, reverses_transaction_id, created_at, posted_at, partner_id, "
+    "order_id, promotion_id, to_amount, to_currency, exchange_rate, status_message"
+)
+
+# The legs and balance changes of a transaction, applied in the same statement as its row.
+_LEGS_AND_BALANCES = """
+    legs AS (
         INSERT INTO postings (transaction_id, account_id, amount, currency, created_at)
-        SELECT new_tx.transaction_id, leg.account_id, leg.amount, :currency, :created_at
-        FROM new_tx, unnest(CAST(:leg_accounts AS uuid[]), CAST(:leg_amounts AS bigint[]))
-            AS leg(account_id, amount)
-        RETURNING account_id, amount
+        SELECT tx.transaction_id, leg.account_id, leg.amount, leg.currency, :legs_at
+        FROM tx, unnest(CAST(:leg_accounts AS uuid[]), CAST(:leg_amounts AS bigint[]),
+                        CAST(:leg_currencies AS text[])) AS leg(account_id, amount, currency)
     )
-    UPDATE accounts AS a SET posted = a.posted + legs.amount
-    FROM legs WHERE a.account_id = legs.account_id
+    UPDATE accounts AS a
+    SET posted = a.posted + d.posted, pending_out = a.pending_out + d.pending
+    FROM unnest(CAST(:delta_accounts AS uuid[]), CAST(:delta_posted AS bigint[]),
+                CAST(:delta_pending AS bigint[])) AS d(account_id, posted, pending)
+    WHERE a.account_id = d.account_id
+    RETURNING a.*
+"""
+
+# Insert a transaction with its legs and balance changes: one round trip.
+_RECORD = text(
+    f"""
+    WITH tx AS (
+        INSERT INTO transactions ({_TX_COLUMNS})
+        VALUES (:transaction_id, :kind, :status, :currency, :amount, :from_account_id,
+            :to_account_id, :memo, :external_reference, :initiator, :reverses_transaction_id,
+            :created_at, :posted_at, :partner_id, :order_id, :promotion_id, :to_amount,
+            :to_currency, :exchange_rate, :status_message)
+        RETURNING transaction_id
+    ),
+    {_LEGS_AND_BALANCES}
     """
 )
+
+# Move a pending transaction to its final status, with its legs and balance changes.
+_SETTLE = text(
+    f"""
+    WITH tx AS (
+        UPDATE transactions
+        SET status = :status, posted_at = :posted_at, status_message = :status_message,
+            external_reference = :external_reference
+        WHERE transaction_id = :transaction_id
+        RETURNING transaction_id
+    ),
+    {_LEGS_AND_BALANCES}
+    """
+)
+
+
+# Many transactions with their legs and balance changes in one statement (a partner batch).
+# Rows are inserted in array order, so their ``seq`` follows it.
+_RECORD_MANY = text(
+    f"""
+    WITH tx AS (
+        INSERT INTO transactions ({_TX_COLUMNS})
+        SELECT t.transaction_id, t.kind, t.status, t.currency, t.amount, t.from_account_id,
+            t.to_account_id, t.memo, t.external_reference, :initiator,
+            t.reverses_transaction_id, t.created_at, t.posted_at, t.partner_id, t.order_id,
+            t.promotion_id, t.to_amount, t.to_currency, t.exchange_rate, t.status_message
+        FROM unnest(
+            CAST(:transaction_ids AS uuid[]), CAST(:kinds AS text[]), CAST(:statuses AS text[]),
+            CAST(:currencies AS text[]), CAST(:amounts AS bigint[]),
+            CAST(:from_account_ids AS uuid[]), CAST(:to_account_ids AS uuid[]),
+            CAST(:memos AS text[]), CAST(:external_references AS text[]),
+            CAST(:reverses_transaction_ids AS uuid[]), CAST(:created_ats AS timestamptz[]),
+            CAST(:posted_ats AS timestamptz[]), CAST(:partner_ids AS uuid[]),
+            CAST(:order_ids AS uuid[]), CAST(:promotion_ids AS uuid[]),
+            CAST(:to_amounts AS bigint[]), CAST(:to_currencies AS text[]),
+            CAST(:exchange_rates AS text[]), CAST(:status_messages AS text[])
+        ) WITH ORDINALITY AS t(transaction_id, kind, status, currency, amount, from_account_id,
+            to_account_id, memo, external_reference, reverses_transaction_id, created_at,
+            posted_at, partner_id, order_id, promotion_id, to_amount, to_currency,
+            exchange_rate, status_message, n)
+        ORDER BY t.n
+        RETURNING transaction_id
+    ),
+    legs AS (
+        INSERT INTO postings (transaction_id, account_id, amount, currency, created_at)
+        SELECT leg.transaction_id, leg.account_id, leg.amount, leg.currency, leg.created_at
+        FROM unnest(CAST(:leg_transactions AS uuid[]), CAST(:leg_accounts AS uuid[]),
+                    CAST(:leg_amounts AS bigint[]), CAST(:leg_currencies AS text[]),
+                    CAST(:leg_times AS timestamptz[]))
+            WITH ORDINALITY AS leg(transaction_id, account_id, amount, currency, created_at, n)
+        JOIN tx ON tx.transaction_id = leg.transaction_id
+        ORDER BY leg.n
+    )
+    UPDATE accounts AS a
+    SET posted = a.posted + d.posted, pending_out = a.pending_out + d.pending
+    FROM unnest(CAST(:delta_accounts AS uuid[]), CAST(:delta_posted AS bigint[]),
+                CAST(:delta_pending AS bigint[])) AS d(account_id, posted, pending)
+    WHERE a.account_id = d.account_id
+    RETURNING a.*
+    """
+)
+
+
+def _balance_params(
+    legs: tuple[Posting, ...], currency: str, holds: Mapping[UUID, int]
+) -> dict[str, list[Any]]:
+    """Postings and per-account (posted, pending_out) deltas as array parameters."""
+    deltas: dict[UUID, list[int]] = {}
+    for leg in legs:
+        deltas.setdefault(leg.account_id, [0, 0])[0] += leg.amount
+    for account_id, held in holds.items():
+        deltas.setdefault(account_id, [0, 0])[1] += held
+    ordered = sorted(deltas)  # the same order as the locks were taken
+    return {
+        "leg_accounts": [leg.account_id for leg in legs],
+        "leg_amounts": [leg.amount for leg in legs],
+        "leg_currencies": [leg.currency or currency for leg in legs],
+        "delta_accounts": ordered,
+        "delta_posted": [deltas[a][0] for a in ordered],
+        "delta_pending": [deltas[a][1] for a in ordered],
+    }
 
 
 class LedgerRepository:
@@ -179,10 +281,13 @@ class LedgerRepository:
         )
         return {row.account_id: _account(row) for row in await self._conn.execute(stmt)}
 
-    async def record_posted(self, tx: Transaction, *, initiator: str) -> None:
-        """Write a posted transaction with its legs and apply them to the balances."""
-        await self._conn.execute(
-            _RECORD_POSTED,
+    async def record(
+        self, tx: Transaction, *, initiator: str, holds: Mapping[UUID, int] | None = None
+    ) -> dict[UUID, Account]:
+        """Write ``tx`` (any status) with its legs; apply the legs to ``posted`` and ``holds``
+        (account → change of ``pending_out``). Returns the changed accounts as they are now."""
+        result = await self._conn.execute(
+            _RECORD,
             {
                 "transaction_id": tx.transaction_id,
                 "kind": tx.kind.value,
@@ -197,10 +302,110 @@ class LedgerRepository:
                 "reverses_transaction_id": tx.reverses_transaction_id,
                 "created_at": tx.created_at,
                 "posted_at": tx.posted_at,
-                "leg_accounts": [p.account_id for p in tx.postings],
-                "leg_amounts": [p.amount for p in tx.postings],
+                "legs_at": tx.posted_at or tx.created_at,
+                "partner_id": tx.partner_id,
+                "order_id": tx.order_id,
+                "promotion_id": tx.promotion_id,
+                "to_amount": None if tx.to_amount is None else tx.to_amount.amount_minor,
+                "to_currency": None if tx.to_amount is None else tx.to_amount.currency,
+                "exchange_rate": tx.exchange_rate or None,
+                "status_message": tx.status_message,
+                **_balance_params(tx.postings, tx.amount.currency, holds or {}),
             },
         )
+        return {row.account_id: _account(row) for row in result}
+
+    async def record_posted(self, tx: Transaction, *, initiator: str) -> dict[UUID, Account]:
+        return await self.record(tx, initiator=initiator)
+
+    async def record_many(
+        self,
+        txs: Sequence[Transaction],
+        *,
+        initiator: str,
+        holds: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, Account]:
+        """Write many transactions (any status) with their legs in ONE statement, in order;
+        apply all legs to ``posted`` and the net ``holds`` to ``pending_out``. The accounts
+        must already be locked. Returns the changed accounts as they are now."""
+        if not txs:
+            return {}
+        legs = [(tx, leg) for tx in txs for leg in tx.postings]
+        balances = _balance_params(
+            tuple(leg for _, leg in legs), txs[0].amount.currency, holds or {}
+        )
+        balances["leg_currencies"] = [leg.currency or tx.amount.currency for tx, leg in legs]
+        result = await self._conn.execute(
+            _RECORD_MANY,
+            {
+                "initiator": initiator,
+                "transaction_ids": [tx.transaction_id for tx in txs],
+                "kinds": [tx.kind.value for tx in txs],
+                "statuses": [tx.status.value for tx in txs],
+                "currencies": [tx.amount.currency for tx in txs],
+                "amounts": [tx.amount.amount_minor for tx in txs],
+                "from_account_ids": [tx.from_account_id for tx in txs],
+                "to_account_ids": [tx.to_account_id for tx in txs],
+                "memos": [tx.memo for tx in txs],
+                "external_references": [tx.external_reference for tx in txs],
+                "reverses_transaction_ids": [tx.reverses_transaction_id for tx in txs],
+                "created_ats": [tx.created_at for tx in txs],
+                "posted_ats": [tx.posted_at for tx in txs],
+                "partner_ids": [tx.partner_id for tx in txs],
+                "order_ids": [tx.order_id for tx in txs],
+                "promotion_ids": [tx.promotion_id for tx in txs],
+                "to_amounts": [
+                    None if tx.to_amount is None else tx.to_amount.amount_minor for tx in txs
+                ],
+                "to_currencies": [
+                    None if tx.to_amount is None else tx.to_amount.currency for tx in txs
+                ],
+                "exchange_rates": [tx.exchange_rate or None for tx in txs],
+                "status_messages": [tx.status_message for tx in txs],
+                "leg_transactions": [tx.transaction_id for tx, _ in legs],
+                "leg_times": [tx.posted_at or tx.created_at for tx, _ in legs],
+                **balances,
+            },
+        )
+        return {row.account_id: _account(row) for row in result}
+
+    async def settle(
+        self,
+        tx: Transaction,
+        *,
+        legs: tuple[Posting, ...],
+        holds: Mapping[UUID, int],
+    ) -> dict[UUID, Account]:
+        """Record the new status of a pending ``tx`` (already decided by the domain), add its
+        ``legs`` and apply ``holds`` (negative: released). Returns the changed accounts."""
+        result = await self._conn.execute(
+            _SETTLE,
+            {
+                "transaction_id": tx.transaction_id,
+                "status": tx.status.value,
+                "posted_at": tx.posted_at,
+                "legs_at": tx.posted_at or tx.created_at,
+                "status_message": tx.status_message,
+                "external_reference": tx.external_reference,
+                **_balance_params(legs, tx.amount.currency, holds),
+            },
+        )
+        return {row.account_id: _account(row) for row in result}
+
+    async def lock_transaction(self, transaction_id: UUID) -> Transaction | None:
+        """The transaction, its row locked until the end of the unit of work."""
+        row = (
+            await self._conn.execute(
+                select(transactions)
+                .where(transactions.c.transaction_id == transaction_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            return None
+        legs = await self._legs([transaction_id])
+        reversed_by = await self._reversed_by([transaction_id])
+        return _transaction(row, legs.get(transaction_id, []), reversed_by.get(transaction_id))
 
     async def get_transaction(self, transaction_id: UUID) -> Transaction | None:
         row = (
@@ -211,7 +416,8 @@ class LedgerRepository:
         if row is None:
             return None
         legs = await self._legs([transaction_id])
-        return _transaction(row, legs.get(transaction_id, []))
+        reversed_by = await self._reversed_by([transaction_id])
+        return _transaction(row, legs.get(transaction_id, []), reversed_by.get(transaction_id))
 
     async def list_account_transactions(
         self,
@@ -246,20 +452,40 @@ class LedgerRepository:
         has_more = len(rows) > limit
         rows = rows[:limit]
         legs = await self._legs([r.transaction_id for r in rows])
-        page = tuple(_transaction(r, legs.get(r.transaction_id, [])) for r in rows)
+        reversed_by = await self._reversed_by([r.transaction_id for r in rows])
+        page = tuple(
+            _transaction(r, legs.get(r.transaction_id, []), reversed_by.get(r.transaction_id))
+            for r in rows
+        )
         return TransactionPage(page, rows[-1].seq if has_more and rows else None)
+
+    async def _reversed_by(self, transaction_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        """Original id → id of its REVERSAL, for those of ``transaction_ids`` reversed."""
+        if not transaction_ids:
+            return {}
+        stmt = select(transactions.c.reverses_transaction_id, transactions.c.transaction_id).where(
+            transactions.c.reverses_transaction_id.in_(transaction_ids)
+        )
+        return {row[0]: row[1] for row in await self._conn.execute(stmt)}
 
     async def _legs(self, transaction_ids: Sequence[UUID]) -> dict[UUID, list[Posting]]:
         if not transaction_ids:
             return {}
         stmt = (
-            select(postings.c.transaction_id, postings.c.account_id, postings.c.amount)
+            select(
+                postings.c.transaction_id,
+                postings.c.account_id,
+                postings.c.amount,
+                postings.c.currency,
+            )
             .where(postings.c.transaction_id.in_(transaction_ids))
             .order_by(postings.c.posting_id)
         )
         legs: dict[UUID, list[Posting]] = {}
         for row in await self._conn.execute(stmt):
-            legs.setdefault(row.transaction_id, []).append(Posting(row.account_id, row.amount))
+            legs.setdefault(row.transaction_id, []).append(
+                Posting(row.account_id, row.amount, row.currency)
+            )
         return legs
 
 

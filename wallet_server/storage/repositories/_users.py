@@ -1,26 +1,35 @@
-"""Users, sign-in sessions and refresh tokens."""
+"""Users, sign-in throttling, sessions and refresh tokens."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.domain import User
-from wallet_server.storage._tables import refresh_tokens, sessions, users
+from wallet_server.storage._tables import login_throttle, refresh_tokens, sessions, users
 
 
 @dataclass(frozen=True, slots=True)
 class UserCredentials:
     user: User
     password_hash: str
-    failed_logins: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoginThrottle:
+    """Consecutive failed sign-ins of one normalized username (existing or not)."""
+
+    failures: int
     locked_until: datetime | None
+
+    def locked_at(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,20 +96,13 @@ class UserRepository:
         row = (await self._conn.execute(select(users).where(users.c.user_id == user_id))).first()
         return None if row is None else _user(row)
 
-    async def credentials_for_update(self, username: str) -> UserCredentials | None:
-        row = (
-            await self._conn.execute(
-                select(users).where(users.c.username == username).with_for_update()
-            )
-        ).first()
+    async def credentials(self, username: str) -> UserCredentials | None:
+        """The user and password hash, read without locking anything (sign-in verifies the
+        password outside any transaction)."""
+        row = (await self._conn.execute(select(users).where(users.c.username == username))).first()
         if row is None:
             return None
-        return UserCredentials(
-            user=_user(row),
-            password_hash=row.password_hash,
-            failed_logins=row.failed_logins,
-            locked_until=row.locked_until,
-        )
+        return UserCredentials(user=_user(row), password_hash=row.password_hash)
 
     async def user_id_by_username(self, username: str) -> UUID | None:
         row = (
@@ -108,18 +110,71 @@ class UserRepository:
         ).first()
         return None if row is None else row.user_id
 
-    async def record_login_failure(self, user_id: UUID, locked_until: datetime | None) -> None:
-        await self._conn.execute(
+    async def replace_password_hash(self, user_id: UUID, *, old: str, new: str) -> bool:
+        """Store ``new`` only if the stored hash is still ``old`` (a rehash must not undo a
+        password change that happened meanwhile). Whether it was stored."""
+        result = await self._conn.execute(
             update(users)
-            .where(users.c.user_id == user_id)
-            .values(failed_logins=users.c.failed_logins + 1, locked_until=locked_until)
+            .where(users.c.user_id == user_id, users.c.password_hash == old)
+            .values(password_hash=new)
+        )
+        return result.rowcount == 1
+
+    # --- sign-in throttling (keyed by normalized username, whether or not the user exists) ---
+
+    async def login_throttle(self, username: str) -> LoginThrottle | None:
+        row = (
+            await self._conn.execute(
+                select(login_throttle.c.failures, login_throttle.c.locked_until).where(
+                    login_throttle.c.username == username
+                )
+            )
+        ).first()
+        return None if row is None else LoginThrottle(row.failures, row.locked_until)
+
+    async def record_login_failure(
+        self, username: str, *, now: datetime, max_failures: int, lockout: timedelta
+    ) -> LoginThrottle:
+        """Count one failed sign-in in a single atomic upsert; reaching ``max_failures`` locks
+        the name until ``now + lockout``. A lockout that has run out starts a fresh count."""
+        t = login_throttle.c
+        locked_until = now + lockout
+        first = pg_insert(login_throttle).values(
+            username=username,
+            failures=1,
+            locked_until=locked_until if max_failures <= 1 else None,
+            updated_at=now,
+        )
+        # In DO UPDATE, login_throttle.* is the stored row.
+        failures = case((t.locked_until <= now, 1), else_=t.failures + 1)
+        stmt = first.on_conflict_do_update(
+            index_elements=[t.username],
+            set_={
+                "failures": failures,
+                "locked_until": case((failures >= max_failures, locked_until), else_=None),
+                "updated_at": now,
+            },
+        ).returning(t.failures, t.locked_until)
+        row = (await self._conn.execute(stmt)).one()
+        return LoginThrottle(row.failures, row.locked_until)
+
+    async def clear_login_throttle(self, username: str) -> None:
+        """A successful sign-in forgets the failures."""
+        await self._conn.execute(
+            delete(login_throttle).where(login_throttle.c.username == username)
         )
 
-    async def record_login_success(self, user_id: UUID, password_hash: str | None) -> None:
-        values: dict[str, Any] = {"failed_logins": 0, "locked_until": None}
-        if password_hash is not None:
-            values["password_hash"] = password_hash
-        await self._conn.execute(update(users).where(users.c.user_id == user_id).values(values))
+    async def purge_login_throttle(self, *, now: datetime, idle_for: timedelta) -> int:
+        """Forget names untouched for ``idle_for`` and not locked (unknown names would pile up
+        otherwise). Returns how many were removed."""
+        t = login_throttle.c
+        result = await self._conn.execute(
+            delete(login_throttle).where(
+                t.updated_at < now - idle_for,
+                or_(t.locked_until.is_(None), t.locked_until <= now),
+            )
+        )
+        return result.rowcount
 
     async def add_session(
         self, *, session_id: UUID, user_id: UUID, device_name: str, expires_at: datetime
@@ -137,6 +192,13 @@ class UserRepository:
         await self._conn.execute(
             insert(refresh_tokens).values(token_hash=token_hash, session_id=session_id)
         )
+
+    async def session(self, session_id: UUID) -> SessionRow | None:
+        """One session by primary key, unlocked (bearer-token checks)."""
+        row = (
+            await self._conn.execute(select(sessions).where(sessions.c.session_id == session_id))
+        ).first()
+        return None if row is None else _session(row)
 
     async def refresh_token_for_update(self, token_hash: bytes) -> RefreshTokenRow | None:
         """The token and its session, both locked so two refreshes cannot both succeed."""

@@ -10,14 +10,17 @@ from grpc import aio
 from wallet.v1 import admin_pb2, admin_pb2_grpc
 
 from wallet_server import services
-from wallet_server.domain import InvalidArgument
 from wallet_server.transport._mapping import (
-    decode_page_token,
+    decode_sequence_token,
     encode_page_token,
     parse_page_size,
     timestamp,
 )
 from wallet_server.transport.servicers._deps import Servicers, operator_caller
+from wallet_server.transport.servicers._exchange import ExchangeAdmin
+from wallet_server.transport.servicers._promotions import PromotionsAdmin
+from wallet_server.transport.servicers._reversals import ReversalsAdmin
+from wallet_server.transport.servicers._verification import VerificationAdmin
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -28,16 +31,20 @@ def _duration(microseconds: int) -> duration_pb2.Duration:
     return duration
 
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+class AdminServicer(
+    PromotionsAdmin,
+    ExchangeAdmin,
+    ReversalsAdmin,
+    VerificationAdmin,
+    admin_pb2_grpc.AdminServiceServicer,
+):
     def __init__(self, deps: Servicers) -> None:
         self._deps = deps
 
     async def GetAuditLog(
         self, request: admin_pb2.GetAuditLogRequest, context: Context
     ) -> admin_pb2.GetAuditLogResponse:
-        position = decode_page_token(request.page_token, "audit")
-        if position is not None and not isinstance(position, int):
-            raise InvalidArgument.for_field("page_token", "malformed")
+        position = decode_sequence_token(request.page_token, "audit")
         page = await services.get_audit_log(
             services.GetAuditLog(
                 caller=operator_caller(),

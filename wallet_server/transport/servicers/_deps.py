@@ -12,7 +12,8 @@ from wallet_server.domain import (
     Principal,
     UserPrincipal,
 )
-from wallet_server.services import Authenticator, AuthPolicy, Clock, UnitOfWork
+from wallet_server.security import SecretBox
+from wallet_server.services import Authenticator, AuthPolicy, Clock, EventHub, UnitOfWork
 from wallet_server.transport._interceptors import current_principal
 
 
@@ -22,6 +23,8 @@ class Servicers:
     policy: AuthPolicy
     clock: Clock
     authenticator: Authenticator
+    secrets: SecretBox  # seals secrets at rest (payout destinations)
+    hub: EventHub  # live events for the watch streams
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, clock=self.clock)

@@ -16,12 +16,22 @@ from wallet_server.transport._mapping import (
     parse_uuid,
     transaction_to_proto,
 )
+from wallet_server.transport.servicers._batch import BatchPartner
 from wallet_server.transport.servicers._deps import Servicers, partner_caller
+from wallet_server.transport.servicers._orders import OrdersPartner
+from wallet_server.transport.servicers._streams import StreamsPartner
+from wallet_server.transport.servicers._withdrawals import WithdrawalsPartner
 
 Context = aio.ServicerContext[Any, Any]
 
 
-class PartnerServicer(partner_pb2_grpc.PartnerServiceServicer):
+class PartnerServicer(
+    WithdrawalsPartner,
+    OrdersPartner,
+    BatchPartner,
+    StreamsPartner,
+    partner_pb2_grpc.PartnerServiceServicer,
+):
     def __init__(self, deps: Servicers) -> None:
         self._deps = deps
 

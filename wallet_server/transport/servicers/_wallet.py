@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from grpc import aio
 from wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -21,7 +19,8 @@ from wallet_server.transport._mapping import (
     MAX_MEMO_LENGTH,
     account_to_proto,
     collect,
-    decode_page_token,
+    decode_keyset_token,
+    decode_sequence_token,
     encode_page_token,
     parse_amount,
     parse_page_size,
@@ -32,6 +31,11 @@ from wallet_server.transport._mapping import (
     transaction_to_proto,
 )
 from wallet_server.transport.servicers._deps import Servicers, user_caller
+from wallet_server.transport.servicers._exchange import ExchangeWallet
+from wallet_server.transport.servicers._orders import OrdersWallet
+from wallet_server.transport.servicers._statements import StatementsWallet
+from wallet_server.transport.servicers._streams import StreamsWallet
+from wallet_server.transport.servicers._withdrawals import WithdrawalsWallet
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -45,7 +49,14 @@ def _kinds(values: Any) -> tuple[TransactionKind, ...]:
     return tuple(kinds)
 
 
-class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
+class WalletServicer(
+    WithdrawalsWallet,
+    OrdersWallet,
+    ExchangeWallet,
+    StatementsWallet,
+    StreamsWallet,
+    wallet_pb2_grpc.WalletServiceServicer,
+):
     def __init__(self, deps: Servicers) -> None:
         self._deps = deps
 
@@ -81,13 +92,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         caller = user_caller()
         scope = f"accounts:{caller.user_id}"
         page_size = parse_page_size(request.page_size)
-        position = decode_page_token(request.page_token, scope)
-        after = None
-        if position is not None:
-            try:
-                after = (datetime.fromisoformat(position[0]), UUID(position[1]))
-            except (ValueError, TypeError, IndexError):
-                raise InvalidArgument.for_field("page_token", "malformed") from None
+        after = decode_keyset_token(request.page_token, scope)
         page = await services.list_accounts(
             services.ListAccounts(caller=caller, page_size=page_size, after=after),
             self._deps.uow(),
@@ -165,9 +170,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             f"tx:{caller.user_id}:{account_id}:{start}:{end}:"
             f"{','.join(sorted(k.value for k in kinds))}"
         )
-        position = decode_page_token(request.page_token, scope)
-        if position is not None and not isinstance(position, int):
-            raise InvalidArgument.for_field("page_token", "malformed")
+        position = decode_sequence_token(request.page_token, scope)
         page = await services.list_transactions(
             services.ListTransactions(
                 caller=caller,

@@ -16,6 +16,7 @@ depends_on = None
 SCHEMA = """
 CREATE TABLE audit_log (
 	seq BIGINT GENERATED ALWAYS AS IDENTITY,
+	call_id UUID NOT NULL,
 	occurred_at TIMESTAMP WITH TIME ZONE NOT NULL,
 	principal TEXT NOT NULL,
 	method TEXT NOT NULL,
@@ -28,6 +29,7 @@ CREATE TABLE audit_log (
 	prev_hash BYTEA,
 	hash BYTEA,
 	CONSTRAINT pk_audit_log PRIMARY KEY (seq),
+	CONSTRAINT uq_audit_log_call_id UNIQUE (call_id),
 	CONSTRAINT uq_audit_log_chain_seq UNIQUE (chain_seq)
 );
 
@@ -41,6 +43,15 @@ CREATE TABLE idempotency_keys (
 	CONSTRAINT pk_idempotency_keys PRIMARY KEY (principal, request_id)
 );
 CREATE INDEX ix_idempotency_keys_created_at ON idempotency_keys (created_at);
+
+CREATE TABLE login_throttle (
+	username TEXT NOT NULL,
+	failures INTEGER NOT NULL,
+	locked_until TIMESTAMP WITH TIME ZONE,
+	updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+	CONSTRAINT pk_login_throttle PRIMARY KEY (username)
+);
+CREATE INDEX ix_login_throttle_updated_at ON login_throttle (updated_at);
 
 CREATE TABLE operators (
 	operator_id UUID NOT NULL,
@@ -96,8 +107,6 @@ CREATE TABLE users (
 	kyc_tier SMALLINT DEFAULT 1 NOT NULL,
 	totp_secret BYTEA,
 	totp_enabled BOOLEAN DEFAULT false NOT NULL,
-	failed_logins INTEGER DEFAULT 0 NOT NULL,
-	locked_until TIMESTAMP WITH TIME ZONE,
 	created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
 	CONSTRAINT pk_users PRIMARY KEY (user_id),
 	CONSTRAINT uq_users_username UNIQUE (username)
@@ -182,6 +191,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
+        "login_throttle",
         "audit_log",
         "idempotency_keys",
         "postings",

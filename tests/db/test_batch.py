@@ -1,0 +1,519 @@
+"""Partner batch transfers (CreateTransfers) on the real database: per-item outcomes in
+order, all-or-nothing batches, idempotency of the batch and of each item, size, concurrency.
+
+Under the proto contract the source of every item is one of the partner's settlement
+accounts, which may go negative: INSUFFICIENT_FUNDS cannot occur in a batch (the concurrency
+test mixes in user-to-user transfers so that "no negative wallet" is still at stake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from uuid import UUID, uuid4
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.db.conftest import Ledger
+from tests.ledger_checks import count, ledger_violations
+from wallet_server import services
+from wallet_server.domain import (
+    AccountKind,
+    FailedPrecondition,
+    InvalidArgument,
+    Money,
+    PartnerPrincipal,
+    Reason,
+    TransactionKind,
+    TransactionStatus,
+    UserPrincipal,
+)
+
+UowFactory = Callable[[], services.UnitOfWork]
+
+
+async def settlement(uow: UowFactory, partner: PartnerPrincipal, currency: str = "USD") -> UUID:
+    async with uow() as u:
+        account_id = await u.ledger.ensure_system_account(
+            account_id=uuid4(),
+            kind=AccountKind.SETTLEMENT,
+            currency=currency,
+            partner_id=partner.partner_id,
+        )
+        await u.commit()
+    return account_id
+
+
+def item(
+    source: UUID | None,
+    destination: UUID | None,
+    amount_minor: int,
+    *,
+    currency: str = "USD",
+    request_id: UUID | None = None,
+    memo: str = "",
+) -> services.BatchTransfer:
+    return services.BatchTransfer(
+        request_id=request_id or uuid4(),
+        from_account_id=source,
+        to_account_id=destination,
+        amount=Money(currency, amount_minor),
+        memo=memo,
+    )
+
+
+def batch(
+    partner: PartnerPrincipal,
+    items: list[services.BatchTransfer],
+    *,
+    atomic: bool = False,
+    request_id: UUID | None = None,
+) -> services.CreateTransfers:
+    return services.CreateTransfers(
+        caller=partner,
+        request_id=request_id or uuid4(),
+        transfers=tuple(items),
+        atomic=atomic,
+    )
+
+
+def outcome(result: services.BatchItemResult) -> str:
+    if result.transaction is not None:
+        return "OK"
+    assert result.error is not None
+    return result.error.reason
+
+
+async def snapshot(engine: AsyncEngine) -> tuple[int, ...]:
+    """Row counts and balances that any applied item would change."""
+    return (
+        await count(engine, "SELECT count(*) FROM transactions"),
+        await count(engine, "SELECT count(*) FROM postings"),
+        await count(engine, "SELECT count(*) FROM outbox"),
+        await count(engine, "SELECT count(*) FROM idempotency_keys"),
+        await count(engine, "SELECT coalesce(sum(abs(posted)), 0) FROM accounts"),
+    )
+
+
+async def freeze(engine: AsyncEngine, account_id: UUID, frozen: bool = True) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE accounts SET frozen = :f WHERE account_id = :a"),
+            {"f": frozen, "a": account_id},
+        )
+
+
+class World:
+    def __init__(self, ledger: Ledger, uow: UowFactory) -> None:
+        self.ledger = ledger
+        self.uow = uow
+
+    async def setup(self) -> World:
+        ledger = self.ledger
+        self.partner = await ledger.partner("acme")
+        self.other_partner = await ledger.partner("globex")
+        self.s = await settlement(self.uow, self.partner)
+        self.s_eur = await settlement(self.uow, self.partner, "EUR")
+        self.other_s = await settlement(self.uow, self.other_partner)
+        self.alice: UserPrincipal = await ledger.user("alice")
+        self.bob: UserPrincipal = await ledger.user("bob")
+        self.a = await ledger.account(self.alice)
+        self.b = await ledger.account(self.bob)
+        self.b_eur = await ledger.account(self.bob, "EUR")
+        return self
+
+
+@pytest.fixture
+async def world(ledger: Ledger, uow: UowFactory) -> World:
+    return await World(ledger, uow).setup()
+
+
+async def test_each_item_gets_its_own_result_in_request_order(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    carol = await w.ledger.user("carol")
+    frozen = await w.ledger.account(carol)
+    await freeze(clean_db, frozen)
+    malformed = services.BatchTransfer(
+        request_id=uuid4(),
+        from_account_id=None,
+        to_account_id=None,
+        amount=None,
+        memo="",
+        invalid="amount.amount_minor: must be positive",
+    )
+    items = [
+        item(w.s, w.a, 100, memo="payout 1"),
+        item(w.s, uuid4(), 100),  # no such destination
+        item(w.a, w.b, 100),  # a user account is not the partner's to spend
+        item(w.other_s, w.a, 100),  # another partner's settlement account
+        item(w.s, w.other_s, 100),  # only user accounts receive
+        item(w.s, w.b_eur, 100),  # EUR account, USD amount
+        item(w.s, frozen, 100),
+        malformed,
+        item(w.s, w.b, 250),
+        item(w.s, w.a, 50),  # the same account again: the running balance carries on
+    ]
+
+    result = await services.create_transfers(batch(w.partner, items), uow())
+
+    assert [r.request_id for r in result.results] == [i.request_id for i in items]
+    assert [outcome(r) for r in result.results] == [
+        "OK",
+        Reason.NOT_FOUND,
+        Reason.NOT_FOUND,
+        Reason.NOT_FOUND,
+        Reason.NOT_FOUND,
+        Reason.CURRENCY_MISMATCH,
+        Reason.ACCOUNT_FROZEN,
+        Reason.INVALID_ARGUMENT,
+        "OK",
+        "OK",
+    ]
+    codes = [r.error.code for r in result.results if r.error is not None]
+    assert codes == ["NOT_FOUND"] * 4 + ["FAILED_PRECONDITION"] * 2 + ["INVALID_ARGUMENT"]
+    first = result.results[0].transaction
+    assert first is not None
+    assert (first.kind, first.status) == (TransactionKind.TRANSFER, TransactionStatus.POSTED)
+    assert (first.from_account_id, first.to_account_id, first.memo) == (w.s, w.a, "payout 1")
+    assert first.partner_id == w.partner.partner_id
+    assert sorted(p.amount for p in first.postings) == [-100, 100]
+
+    assert await w.ledger.balance(w.alice, w.a) == 150
+    assert await w.ledger.balance(w.bob, w.b) == 250
+    assert await count(clean_db, "SELECT posted FROM accounts WHERE account_id = :a", a=w.s) == -400
+    # Written in request order, each with its event for the user's and the partner's streams.
+    posted_ids = [r.transaction.transaction_id for r in result.results if r.transaction]
+    async with clean_db.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT transaction_id FROM transactions WHERE kind = 'transfer' ORDER BY seq")
+        )
+        assert [row[0] for row in rows] == posted_ids
+        events = await conn.execute(
+            text(
+                "SELECT payload -> 'transaction' ->> 'transaction_id', account_ids, partner_id "
+                "FROM outbox WHERE type = 'transaction_created' AND payload -> 'transaction' "
+                "->> 'kind' = 'transfer' ORDER BY event_id"
+            )
+        )
+        assert [(UUID(r[0]), r[1], r[2]) for r in events] == [
+            (posted_ids[0], [w.a], w.partner.partner_id),
+            (posted_ids[1], [w.b], w.partner.partner_id),
+            (posted_ids[2], [w.a], w.partner.partner_id),
+        ]
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_event_carries_the_balance_right_after_its_own_item(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    await services.create_transfers(
+        batch(w.partner, [item(w.s, w.a, 100), item(w.s, w.a, 20)]), uow()
+    )
+    async with clean_db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT payload -> 'accounts' -> 0 ->> 'posted' FROM outbox "
+                "WHERE payload -> 'transaction' ->> 'kind' = 'transfer' ORDER BY event_id"
+            )
+        )
+        assert [int(r[0]) for r in rows] == [100, 120]
+
+
+async def test_atomic_batch_with_a_failing_item_applies_nothing(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    await w.ledger.deposit(w.partner, w.a, 1_000)
+    before = await snapshot(clean_db)
+    good = [item(w.s, w.a, 100), item(w.s, w.b, 200)]
+    bad = item(w.s, w.b_eur, 300)
+    cmd = batch(w.partner, [good[0], bad, good[1]], atomic=True)
+
+    result = await services.create_transfers(cmd, uow())
+
+    assert [outcome(r) for r in result.results] == [
+        Reason.ABORTED,
+        Reason.CURRENCY_MISMATCH,
+        Reason.ABORTED,
+    ]
+    aborted = result.results[0].error
+    assert aborted is not None
+    assert aborted.code == "ABORTED"
+    # Only the batch's own idempotency record (and nothing else) was written.
+    after = await snapshot(clean_db)
+    assert after[:3] == before[:3]
+    assert after[3] == before[3] + 1
+    assert after[4] == before[4]
+    assert await w.ledger.balance(w.alice, w.a) == 1_000
+    assert await w.ledger.balance(w.bob, w.b) == 0
+
+    # The batch replays as it was; its items were not consumed: sent again without the bad
+    # one they are applied.
+    assert await services.create_transfers(cmd, uow()) == result
+    retry = await services.create_transfers(batch(w.partner, good, atomic=True), uow())
+    assert [outcome(r) for r in retry.results] == ["OK", "OK"]
+    assert await w.ledger.balance(w.alice, w.a) == 1_100
+    assert await w.ledger.balance(w.bob, w.b) == 200
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_atomic_batch_of_valid_items_applies_them_all(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    result = await services.create_transfers(
+        batch(
+            w.partner,
+            [item(w.s, w.a, 1), item(w.s, w.b, 2), item(w.s_eur, w.b_eur, 3, currency="EUR")],
+            atomic=True,
+        ),
+        uow(),
+    )
+    assert [outcome(r) for r in result.results] == ["OK", "OK", "OK"]
+    assert await w.ledger.balance(w.bob, w.b_eur) == 3
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_atomic_batch_with_a_malformed_item_applies_nothing(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    before = await snapshot(clean_db)
+    malformed = services.BatchTransfer(
+        uuid4(), w.s, None, None, "", invalid="to_account_id: required"
+    )
+    result = await services.create_transfers(
+        batch(w.partner, [item(w.s, w.a, 5), malformed], atomic=True), uow()
+    )
+    assert [outcome(r) for r in result.results] == [Reason.ABORTED, Reason.INVALID_ARGUMENT]
+    assert (await snapshot(clean_db))[:3] == before[:3]
+    assert await w.ledger.balance(w.alice, w.a) == 0
+
+
+async def test_batch_replay_returns_the_original_response_and_executes_nothing(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    cmd = batch(w.partner, [item(w.s, w.a, 100), item(w.s, uuid4(), 5)])
+    first = await services.create_transfers(cmd, uow())
+    before = await snapshot(clean_db)
+
+    again = await services.create_transfers(cmd, uow())
+
+    assert again == first
+    assert await snapshot(clean_db) == before
+    assert await w.ledger.balance(w.alice, w.a) == 100
+
+    changed = services.CreateTransfers(
+        caller=w.partner, request_id=cmd.request_id, transfers=cmd.transfers, atomic=True
+    )
+    with pytest.raises(FailedPrecondition) as caught:
+        await services.create_transfers(changed, uow())
+    assert caught.value.reason == Reason.IDEMPOTENCY_KEY_REUSED
+    assert await snapshot(clean_db) == before
+
+
+async def test_items_replay_their_original_outcome_in_later_batches(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    carol = await w.ledger.user("carol")
+    c = await w.ledger.account(carol)
+    await freeze(clean_db, c)
+    paid, refused = item(w.s, w.a, 100), item(w.s, c, 100)
+    first = await services.create_transfers(batch(w.partner, [paid, refused]), uow())
+    await freeze(clean_db, c, frozen=False)
+
+    fresh = item(w.s, w.b, 7)
+    second = await services.create_transfers(batch(w.partner, [refused, fresh, paid]), uow())
+    reused = item(w.s, w.b, 999, request_id=paid.request_id)  # same key, other payload
+    third = await services.create_transfers(batch(w.partner, [reused, item(w.s, w.b, 1)]), uow())
+
+    replayed_refusal, new, replayed_payment = second.results
+    # A refusal is remembered even though the account was unfrozen since.
+    assert replayed_refusal == first.results[1]
+    assert replayed_refusal.error is not None
+    assert replayed_refusal.error.reason == Reason.ACCOUNT_FROZEN
+    assert replayed_payment == first.results[0]
+    assert outcome(new) == "OK"
+    clash, other = third.results
+    assert clash.error is not None
+    assert (clash.error.reason, clash.error.code) == (
+        Reason.IDEMPOTENCY_KEY_REUSED,
+        "FAILED_PRECONDITION",
+    )
+    assert outcome(other) == "OK"
+    assert await w.ledger.balance(w.alice, w.a) == 100
+    assert await w.ledger.balance(carol, c) == 0
+    assert await w.ledger.balance(w.bob, w.b) == 8
+    assert await count(clean_db, "SELECT count(*) FROM transactions WHERE kind = 'transfer'") == 3
+
+    # Item keys share the partner's key space with its other calls.
+    deposit_key = uuid4()
+    await services.deposit(
+        services.Deposit(w.partner, deposit_key, w.a, Money("USD", 1), "ref"), uow()
+    )
+    fourth = await services.create_transfers(
+        batch(w.partner, [item(w.s, w.a, 1, request_id=deposit_key)]), uow()
+    )
+    assert outcome(fourth.results[0]) == Reason.IDEMPOTENCY_KEY_REUSED
+    # Another partner has its own key space.
+    own = await services.create_transfers(
+        batch(w.other_partner, [item(w.other_s, w.a, 3, request_id=paid.request_id)]), uow()
+    )
+    assert outcome(own.results[0]) == "OK"
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_a_thousand_item_batch(world: World, uow: UowFactory, clean_db: AsyncEngine) -> None:
+    w = world
+    accounts = [w.a, w.b]
+    for i in range(8):
+        accounts.append(await w.ledger.account(await w.ledger.user(f"user{i}")))
+    items = [item(w.s, accounts[i % 10], 1 + i % 7) for i in range(1000)]
+
+    result = await services.create_transfers(batch(w.partner, items), uow())
+
+    assert [outcome(r) for r in result.results] == ["OK"] * 1000
+    assert (
+        await count(clean_db, "SELECT count(*) FROM transactions WHERE kind = 'transfer'") == 1000
+    )
+    assert await count(clean_db, "SELECT count(*) FROM outbox WHERE partner_id IS NOT NULL") >= 1000
+    expected = sum(1 + i % 7 for i in range(1000) if i % 10 == 0)
+    assert await w.ledger.balance(w.alice, w.a) == expected
+    total = sum(1 + i % 7 for i in range(1000))
+    assert (
+        await count(clean_db, "SELECT posted FROM accounts WHERE account_id = :a", a=w.s) == -total
+    )
+    assert await ledger_violations(clean_db) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "duplicate", "field"),
+    [
+        (0, False, "transfers"),
+        (1001, False, "transfers"),
+        (3, True, "transfers[2].request_id"),
+    ],
+)
+async def test_call_level_errors_change_nothing(
+    world: World,
+    uow: UowFactory,
+    clean_db: AsyncEngine,
+    size: int,
+    duplicate: bool,
+    field: str,
+) -> None:
+    w = world
+    items = [item(w.s, w.a, 1) for _ in range(size)]
+    if duplicate:
+        items[2] = item(w.s, w.b, 2, request_id=items[0].request_id)
+    before = await snapshot(clean_db)
+
+    with pytest.raises(InvalidArgument) as caught:
+        await services.create_transfers(batch(w.partner, items), uow())
+
+    assert caught.value.reason == Reason.INVALID_ARGUMENT
+    assert [v.field for v in caught.value.violations] == [field]
+    assert await snapshot(clean_db) == before
+
+
+async def test_item_key_equal_to_the_batch_key_is_refused(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    key = uuid4()
+    with pytest.raises(InvalidArgument) as caught:
+        await services.create_transfers(
+            batch(w.partner, [item(w.s, w.a, 1, request_id=key)], request_id=key), uow()
+        )
+    assert [v.field for v in caught.value.violations] == ["transfers[0].request_id"]
+    assert await count(clean_db, "SELECT count(*) FROM transactions") == 0
+
+
+async def test_concurrent_batches_and_transfers_on_overlapping_accounts(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    users = [(w.alice, w.a), (w.bob, w.b)]
+    for i in range(3):
+        user = await w.ledger.user(f"user{i}")
+        users.append((user, await w.ledger.account(user)))
+    accounts = [a for _, a in users]
+    rng = random.Random(4)
+    batches = [
+        batch(
+            w.partner,
+            [item(w.s, rng.choice(accounts), rng.randint(1, 50)) for _ in range(60)],
+            atomic=n % 3 == 0,
+        )
+        for n in range(12)
+    ]
+    replayed = batches[1]  # sent three times concurrently: executed once
+
+    async def user_transfer(n: int) -> str:
+        (caller, source), (_, destination) = rng.sample(users, 2)
+        try:
+            await services.transfer(
+                services.Transfer(
+                    caller=caller,
+                    request_id=uuid4(),
+                    from_account_id=source,
+                    to_account_id=destination,
+                    to_username=None,
+                    amount=Money("USD", rng.randint(1, 400)),
+                    memo="",
+                ),
+                uow(),
+            )
+        except FailedPrecondition as exc:
+            return str(exc.reason)
+        return "OK"
+
+    calls = [services.create_transfers(b, uow()) for b in batches]
+    calls += [services.create_transfers(replayed, uow()) for _ in range(2)]
+    outcomes = await asyncio.gather(*calls, *(user_transfer(n) for n in range(40)))
+
+    results = [r for r in outcomes[: len(batches) + 2] if isinstance(r, services.BatchResult)]
+    assert len(results) == len(batches) + 2
+    assert results[len(batches)] == results[1] == results[len(batches) + 1]
+    transfers = outcomes[len(batches) + 2 :]
+    assert set(transfers) <= {"OK", Reason.INSUFFICIENT_FUNDS}
+    paid_in = sum(i.amount.amount_minor for b in batches for i in b.transfers if i.amount)
+    assert all(outcome(r) == "OK" for res in results for r in res.results)
+    assert (
+        await count(clean_db, "SELECT posted FROM accounts WHERE account_id = :a", a=w.s)
+        == -paid_in
+    )
+    assert await count(clean_db, "SELECT sum(posted) FROM accounts WHERE kind = 'user'") == paid_in
+    assert await count(
+        clean_db, "SELECT count(*) FROM transactions WHERE partner_id IS NOT NULL"
+    ) == sum(len(b.transfers) for b in batches)
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_an_item_sent_in_concurrent_batches_is_applied_once(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    w = world
+    shared = item(w.s, w.a, 40)
+    batches = [batch(w.partner, [item(w.s, w.b, 1), shared]) for _ in range(10)]
+
+    results = await asyncio.gather(*(services.create_transfers(b, uow()) for b in batches))
+
+    assert all(outcome(r) == "OK" for res in results for r in res.results)
+    shared_ids = set()
+    for res in results:
+        tx = res.results[1].transaction
+        assert tx is not None
+        shared_ids.add(tx.transaction_id)
+    assert len(shared_ids) == 1
+    assert await w.ledger.balance(w.alice, w.a) == 40
+    assert await w.ledger.balance(w.bob, w.b) == 10
+    assert await ledger_violations(clean_db) == []

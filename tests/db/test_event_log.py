@@ -1,0 +1,68 @@
+"""The event log's numbering: only committed events get numbers, and numbers never change."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import uuid4
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallet_server.services import UnitOfWork
+from wallet_server.storage.repositories import SEQUENCER_BUSY
+
+
+async def _append(uow: UnitOfWork, name: str) -> None:
+    await uow.events.append([("transaction_created", None, [uuid4()], {"name": name})])
+
+
+async def _number(engine: AsyncEngine) -> int | None:
+    async with UnitOfWork(engine) as uow:
+        top = await uow.events.number_committed()
+        await uow.connection.commit()
+        return top
+
+
+async def _numbers(engine: AsyncEngine) -> dict[str, int | None]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT payload->>'name', sequence FROM outbox"))
+        return {name: seq for name, seq in rows}
+
+
+async def test_an_event_that_commits_late_is_numbered_after_those_already_numbered(
+    clean_db: AsyncEngine,
+) -> None:
+    slow = UnitOfWork(clean_db)
+    async with slow:
+        await _append(slow, "early-but-slow")  # lower event_id, not yet committed
+        async with UnitOfWork(clean_db) as fast:
+            await _append(fast, "late-but-fast")
+            await fast.connection.commit()
+        assert await _number(clean_db) == 1
+        await slow.connection.commit()
+    assert await _number(clean_db) == 2
+    assert await _numbers(clean_db) == {"late-but-fast": 1, "early-but-slow": 2}
+    # A reader that saw 1 and resumes after it gets the late event: nothing is skipped.
+    async with UnitOfWork(clean_db) as uow:
+        after_one = await uow.events.read(after=1, limit=10)
+    assert [e.payload["name"] for e in after_one] == ["early-but-slow"]
+    assert await _number(clean_db) is None
+
+
+async def test_one_sequencer_at_a_time_and_numbers_are_never_reassigned(
+    clean_db: AsyncEngine,
+) -> None:
+    async with UnitOfWork(clean_db) as uow:
+        for i in range(50):
+            await _append(uow, f"e{i}")
+        await uow.connection.commit()
+    async with UnitOfWork(clean_db) as holder:
+        assert await holder.events.number_committed() == 50
+        # While the first sequencer's transaction is open, a second one stands aside.
+        assert await _number(clean_db) == SEQUENCER_BUSY
+        await holder.connection.commit()
+    before = await _numbers(clean_db)
+    results = await asyncio.gather(*(_number(clean_db) for _ in range(5)))
+    assert set(results) <= {None, SEQUENCER_BUSY}
+    assert await _numbers(clean_db) == before
+    assert sorted(before.values()) == list(range(1, 51))  # type: ignore[type-var]

@@ -1,0 +1,343 @@
+"""Use cases: batch transfers (PartnerService.CreateTransfers), the high-throughput path.
+
+A partner pays up to 1000 users in one call, from its own settlement accounts (the proto
+contract: any other source is NOT_FOUND) to user accounts (any other destination is
+NOT_FOUND, as for a deposit). The whole batch takes a fixed number of statements whatever
+its size: claim every item's idempotency key in one, lock every involved account in one
+(sorted, so concurrent batches and single transfers cannot deadlock), decide each item in
+order in memory against the running balances, then write every posted transaction with
+its legs and balance changes in one, the items' remembered outcomes in one and their
+events in one.
+
+Idempotency works at two levels, both scoped to the partner: the batch's ``request_id``
+replays the whole response; each item's ``request_id`` replays that item's original outcome
+(success or business refusal) in any later batch. An atomic batch that fails applies
+nothing and claims no item key, so its items can be sent again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from wallet_server.domain import (
+    Account,
+    AccountKind,
+    EventType,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Money,
+    NotFound,
+    PartnerPrincipal,
+    Reason,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+    WalletError,
+    plan_transfer,
+    transaction_event,
+)
+from wallet_server.services._accounts import account_not_found
+from wallet_server.services._call import note_resources
+from wallet_server.services._codec import decode_as, encode
+from wallet_server.services._events import publish
+from wallet_server.services._idempotency import fingerprint, run_once
+from wallet_server.services._retry import retry_on_conflict
+from wallet_server.services._unit_of_work import UnitOfWork
+from wallet_server.storage.repositories import StoredResponse
+
+MAX_BATCH_TRANSFERS = 1000
+_METHOD = "CreateTransfers"
+_ITEM_METHOD = "CreateTransfers/item"  # item keys share the partner's key space
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTransfer:
+    """One item. ``invalid`` says why transport could not parse it (the item then fails
+    with INVALID_ARGUMENT on its own); the other fields are then possibly None."""
+
+    request_id: UUID
+    from_account_id: UUID | None
+    to_account_id: UUID | None
+    amount: Money | None
+    memo: str
+    invalid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTransfers:
+    caller: PartnerPrincipal
+    request_id: UUID
+    transfers: tuple[BatchTransfer, ...]
+    atomic: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItemError:
+    """Why an item failed: the ErrorInfo reason and gRPC code a single call would get."""
+
+    reason: str
+    message: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItemResult:
+    """Exactly one of ``transaction`` and ``error`` is set."""
+
+    request_id: UUID
+    transaction: Transaction | None = None
+    error: BatchItemError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    results: tuple[BatchItemResult, ...]  # one per item, in request order
+
+
+def check_batch_size(count: int) -> None:
+    """Call-level INVALID_ARGUMENT: no items, or too many."""
+    if count == 0:
+        raise InvalidArgument.for_field("transfers", "at least one transfer is required")
+    if count > MAX_BATCH_TRANSFERS:
+        raise InvalidArgument.for_field(
+            "transfers", f"at most {MAX_BATCH_TRANSFERS} transfers per call"
+        )
+
+
+def check_batch_shape(request_id: UUID, transfers: tuple[BatchTransfer, ...]) -> None:
+    """Call-level INVALID_ARGUMENT: no items, too many, or a request_id used twice (or equal
+    to the batch's own)."""
+    check_batch_size(len(transfers))
+    violations: list[FieldViolation] = []
+    first_use: dict[UUID, int] = {}
+    for index, item in enumerate(transfers):
+        field = f"transfers[{index}].request_id"
+        if item.request_id == request_id:
+            violations.append(FieldViolation(field, "must differ from the batch's request_id"))
+        elif item.request_id in first_use:
+            violations.append(
+                FieldViolation(field, f"same as transfers[{first_use[item.request_id]}].request_id")
+            )
+        else:
+            first_use[item.request_id] = index
+    if violations:
+        raise InvalidArgument(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations=tuple(violations),
+        )
+
+
+def _error(exc: WalletError) -> BatchItemError:
+    return BatchItemError(reason=exc.reason, message=exc.message, code=exc.status_name)
+
+
+_ABORTED = BatchItemError(
+    reason=Reason.ABORTED,
+    message="not applied: another item of this atomic batch failed",
+    code="ABORTED",
+)
+
+Outcome = Transaction | BatchItemError
+
+
+def _replayed(prior: StoredResponse, digest: bytes) -> Outcome:
+    """The original outcome of an item whose key was used before."""
+    if prior.fingerprint != digest:
+        return BatchItemError(
+            reason=Reason.IDEMPOTENCY_KEY_REUSED,
+            message="request_id was already used with a different request",
+            code="FAILED_PRECONDITION",
+        )
+    response = prior.response
+    if response is None:  # claims and responses commit together: never seen committed
+        raise RuntimeError("idempotency record without a response")
+    if "error" in response:
+        error = response["error"]
+        return BatchItemError(
+            reason=error["reason"], message=error["message"], code=error["status"]
+        )
+    return decode_as(Transaction, response["result"])
+
+
+def _remembered(outcome: Outcome) -> Any:
+    """The stored response of a decided item, in the format single calls use."""
+    if isinstance(outcome, BatchItemError):
+        return {
+            "error": {"status": outcome.code, "reason": outcome.reason, "message": outcome.message}
+        }
+    return {"result": encode(outcome)}
+
+
+def _decide(
+    item: BatchTransfer,
+    running: dict[UUID, Account],
+    *,
+    caller: PartnerPrincipal,
+    transaction_id: UUID,
+    now: datetime,
+) -> tuple[Transaction, dict[UUID, Account]]:
+    """Plan one item against the running balances and apply it to them.
+
+    Returns the transaction and the accounts it changed, as they are right after it.
+    Raises the business error that refuses it (nothing applied then).
+    """
+    assert item.from_account_id is not None
+    assert item.to_account_id is not None
+    assert item.amount is not None
+    source = running.get(item.from_account_id)
+    if (
+        source is None
+        or source.kind is not AccountKind.SETTLEMENT
+        or source.partner_id != caller.partner_id
+    ):
+        raise account_not_found(item.from_account_id)
+    destination = running.get(item.to_account_id)
+    if destination is None or destination.kind is not AccountKind.USER:
+        raise account_not_found(item.to_account_id)
+    legs = plan_transfer(source, destination, item.amount)
+    changed: dict[UUID, Account] = {}
+    for leg in legs:
+        account = running[leg.account_id]
+        changed[leg.account_id] = running[leg.account_id] = dataclasses.replace(
+            account, posted=account.posted + leg.amount
+        )
+    tx = Transaction(
+        transaction_id=transaction_id,
+        kind=TransactionKind.TRANSFER,
+        status=TransactionStatus.POSTED,
+        amount=item.amount,
+        from_account_id=item.from_account_id,
+        to_account_id=item.to_account_id,
+        memo=item.memo,
+        external_reference="",
+        created_at=now,
+        posted_at=now,
+        postings=legs,
+        partner_id=caller.partner_id,
+    )
+    return tx, changed
+
+
+async def _execute(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult:
+    principal = cmd.caller.key
+    items = cmd.transfers
+    digests = {i.request_id: fingerprint(_ITEM_METHOD, i) for i in items if not i.invalid}
+    async with contextlib.AsyncExitStack() as stack:
+        # An atomic batch that fails must leave no trace but its own (batch-level) record.
+        savepoint = await stack.enter_async_context(uow.savepoint()) if cmd.atomic else None
+        prior = await uow.idempotency.claim_many(
+            principal=principal, method=_ITEM_METHOD, keys=digests
+        )
+        outcomes: list[Outcome | None] = []
+        fresh: list[int] = []  # items decided now (their keys were claimed above)
+        for index, item in enumerate(items):
+            if item.invalid:
+                outcomes.append(
+                    BatchItemError(Reason.INVALID_ARGUMENT, item.invalid, "INVALID_ARGUMENT")
+                )
+            elif item.request_id in prior:
+                outcomes.append(_replayed(prior[item.request_id], digests[item.request_id]))
+            else:
+                outcomes.append(None)
+                fresh.append(index)
+
+        involved = {
+            account_id
+            for index in fresh
+            for account_id in (items[index].from_account_id, items[index].to_account_id)
+            if account_id is not None
+        }
+        running = await uow.ledger.lock_accounts(involved) if involved else {}
+        now = uow.now()
+        posted: list[tuple[Transaction, dict[UUID, Account]]] = []
+        decided: dict[UUID, Outcome] = {}
+        for index in fresh:
+            try:
+                tx, changed = _decide(
+                    items[index],
+                    running,
+                    caller=cmd.caller,
+                    transaction_id=uow.new_id(),
+                    now=now,
+                )
+            except (FailedPrecondition, NotFound) as exc:
+                outcomes[index] = decided[items[index].request_id] = _error(exc)
+            else:
+                outcomes[index] = decided[items[index].request_id] = tx
+                posted.append((tx, changed))
+
+        failed = any(isinstance(o, BatchItemError) for o in outcomes)
+        if savepoint is not None and failed:
+            await savepoint.rollback()
+            # Items decided now were not applied. An item replayed from an earlier call keeps
+            # its original outcome: if it succeeded then, its money did move.
+            fresh_set = set(fresh)
+            outcomes = [
+                _ABORTED if i in fresh_set and isinstance(o, Transaction) else o
+                for i, o in enumerate(outcomes)
+            ]
+        else:
+            await uow.ledger.record_many([tx for tx, _ in posted], initiator=principal)
+            await uow.idempotency.store_responses(
+                principal=principal,
+                responses={key: _remembered(o) for key, o in decided.items()},
+            )
+            await publish(
+                uow,
+                *(
+                    transaction_event(EventType.TRANSACTION_CREATED, tx, changed)
+                    for tx, changed in posted
+                ),
+            )
+    results = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, Transaction):
+            results.append(BatchItemResult(item.request_id, transaction=outcome))
+        else:
+            assert outcome is not None
+            results.append(BatchItemResult(item.request_id, error=outcome))
+    return BatchResult(tuple(results))
+
+
+@retry_on_conflict
+async def create_transfers(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult:
+    """Execute a partner's batch: per-item results in request order; see the module doc."""
+    check_batch_shape(cmd.request_id, cmd.transfers)
+    async with uow:
+        result = await run_once(
+            uow,
+            principal=cmd.caller.key,
+            request_id=cmd.request_id,
+            method=_METHOD,
+            command=cmd,
+            result_type=BatchResult,
+            execute=lambda: _execute(cmd, uow),
+        )
+        touched: dict[str, None] = {}
+        for r in result.results:
+            if r.transaction is not None:
+                tx = r.transaction
+                touched.update(dict.fromkeys(map(str, (tx.from_account_id, tx.to_account_id))))
+                touched[str(tx.transaction_id)] = None
+        note_resources(*touched)
+        await uow.commit()
+        return result
+
+
+__all__ = [
+    "MAX_BATCH_TRANSFERS",
+    "BatchItemError",
+    "BatchItemResult",
+    "BatchResult",
+    "BatchTransfer",
+    "CreateTransfers",
+    "check_batch_shape",
+    "check_batch_size",
+    "create_transfers",
+]

@@ -1,0 +1,284 @@
+"""Live event streams: numbering committed events and fanning them out to watchers.
+
+Writers append events to the outbox in the transaction of the change. One sequencer at a
+time (any server) numbers committed events in order; a number is only ever given to a
+committed row, so a reader that resumes "after N" can never miss an event that commits late.
+Each server process has one hub: it listens for "new numbers" notifications, reads the new
+events once, and hands each to the streams that want it (by account or partner). A stream
+first catches up from the database after the client's cursor, then switches to the hub,
+skipping what it already sent. Idle streams cost a queue and a task, not a thread or a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallet_server.domain import (
+    LedgerEvent,
+    PartnerPrincipal,
+    PayoutDestination,
+    SequencedEvent,
+    TransactionKind,
+    UserPrincipal,
+)
+from wallet_server.security import SecretBox
+from wallet_server.services._accounts import load_own_account
+from wallet_server.services._call import note_resources
+from wallet_server.services._codec import decode_as
+from wallet_server.services._unit_of_work import UnitOfWork
+from wallet_server.services._withdrawals import payout_destination
+from wallet_server.storage import OUTBOX_CHANNEL, listen_forever
+from wallet_server.storage.repositories import EVENTS_CHANNEL, SEQUENCER_BUSY
+
+_log = logging.getLogger(__name__)
+
+CATCH_UP_PAGE = 500
+SUBSCRIBER_QUEUE = 1000
+FALLBACK_POLL_SECONDS = 1.0  # only in case a notification was lost; not the delivery path
+
+
+@dataclass(eq=False)
+class Subscription:
+    account_id: UUID | None
+    partner_id: UUID | None
+    queue: asyncio.Queue[SequencedEvent] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE)
+    )
+    lagging: bool = False  # the queue overflowed: the stream must re-read from the database
+
+    def offer(self, item: SequencedEvent) -> None:
+        if self.lagging:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.lagging = True
+
+
+def decode_event(payload: Any) -> LedgerEvent:
+    return decode_as(LedgerEvent, payload)
+
+
+class EventHub:
+    """One per server process; see the module docstring."""
+
+    def __init__(self, engine: AsyncEngine, database_url: str) -> None:
+        self._engine = engine
+        self._url = database_url
+        self._top_known = False
+        # Indexed by what they watch: dispatch costs per interested stream, not per stream.
+        self._by_account: dict[UUID, set[Subscription]] = {}
+        self._by_partner: dict[UUID, set[Subscription]] = {}
+        self._top = 0
+        self._numbering_wanted = asyncio.Event()
+        self._reading_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(map(len, self._by_account.values())) + sum(map(len, self._by_partner.values()))
+
+    async def start(self) -> None:
+        # Without a database yet, the first successful read sets the starting point.
+        with contextlib.suppress(Exception):
+            await self._find_top()
+        self._tasks = [
+            asyncio.create_task(
+                listen_forever(
+                    self._url,
+                    (OUTBOX_CHANNEL, EVENTS_CHANNEL),
+                    self._on_notify,
+                    on_connected=self._wake_all,
+                )
+            ),
+            asyncio.create_task(self._run(self._numbering_wanted, self._number)),
+            asyncio.create_task(self._run(self._reading_wanted, self._read_new)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def _wake_all(self) -> None:
+        self._numbering_wanted.set()
+        self._reading_wanted.set()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == OUTBOX_CHANNEL:
+            self._numbering_wanted.set()
+        else:
+            self._reading_wanted.set()
+
+    async def _run(self, wanted: asyncio.Event, work: Callable[[], Any]) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wanted.wait(), FALLBACK_POLL_SECONDS)
+            wanted.clear()
+            try:
+                await work()
+            except Exception:
+                _log.warning("event hub step failed; will retry", exc_info=True)
+                await asyncio.sleep(0.2)
+
+    async def _number(self) -> None:
+        while True:
+            async with UnitOfWork(self._engine) as uow:
+                top = await uow.events.number_committed()
+                await uow.connection.commit()
+            if top is None:
+                return
+            if top == SEQUENCER_BUSY:
+                # The other sequencer may have started before our events committed: look
+                # again shortly rather than wait for the fallback poll.
+                await asyncio.sleep(0.01)
+                continue
+            self._reading_wanted.set()
+
+    async def _find_top(self) -> None:
+        async with UnitOfWork(self._engine) as uow:
+            self._top = await uow.events.top_sequence()
+        self._top_known = True
+
+    async def _read_new(self) -> None:
+        if not self._top_known:
+            await self._find_top()
+        while True:
+            async with UnitOfWork(self._engine) as uow:
+                rows = await uow.events.read(after=self._top, limit=CATCH_UP_PAGE)
+            if not rows:
+                return
+            for row in rows:
+                interested = [
+                    sub for key in row.account_ids for sub in self._by_account.get(key, ())
+                ]
+                if row.partner_id is not None:
+                    interested += self._by_partner.get(row.partner_id, ())
+                if interested:
+                    item = SequencedEvent(row.sequence, decode_event(row.payload))
+                    for sub in interested:
+                        sub.offer(item)
+                self._top = row.sequence
+
+    def subscribe(
+        self, *, account_id: UUID | None = None, partner_id: UUID | None = None
+    ) -> Subscription:
+        sub = Subscription(account_id=account_id, partner_id=partner_id)
+        if account_id is not None:
+            self._by_account.setdefault(account_id, set()).add(sub)
+        elif partner_id is not None:
+            self._by_partner.setdefault(partner_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        for index, key in ((self._by_account, sub.account_id), (self._by_partner, sub.partner_id)):
+            if key is not None and key in index:
+                index[key].discard(sub)
+                if not index[key]:
+                    del index[key]
+
+
+async def stream_events(
+    engine: AsyncEngine,
+    hub: EventHub,
+    *,
+    after: int,
+    account_id: UUID | None = None,
+    partner_id: UUID | None = None,
+) -> AsyncIterator[SequencedEvent]:
+    """Stored events after ``after``, then live ones, in order, each once per connection."""
+    sub = hub.subscribe(account_id=account_id, partner_id=partner_id)
+    last = after
+    try:
+        while True:
+            # Catch up from the database: everything numbered so far after ``last``.
+            sub.lagging = False
+            while True:
+                async with UnitOfWork(engine) as uow:
+                    rows = await uow.events.read(
+                        after=last,
+                        limit=CATCH_UP_PAGE,
+                        account_id=account_id,
+                        partner_id=partner_id,
+                    )
+                for row in rows:
+                    yield SequencedEvent(row.sequence, decode_event(row.payload))
+                    last = row.sequence
+                if len(rows) < CATCH_UP_PAGE:
+                    break
+            # Live: what the hub hands over; anything already sent is skipped.
+            while not sub.lagging:
+                item = await sub.queue.get()
+                if item.sequence > last:
+                    yield item
+                    last = item.sequence
+            while not sub.queue.empty():  # drop what the database re-read will deliver
+                sub.queue.get_nowait()
+    finally:
+        hub.unsubscribe(sub)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchAccount:
+    caller: UserPrincipal
+    account_id: UUID
+    after_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchPartnerEvents:
+    caller: PartnerPrincipal
+    after_sequence: int
+
+
+async def watch_account(
+    cmd: WatchAccount, uow: UnitOfWork, hub: EventHub
+) -> AsyncIterator[SequencedEvent]:
+    """The events of one of the caller's accounts: stored ones after the cursor, then live."""
+    async with uow:
+        note_resources(cmd.account_id)
+        await load_own_account(uow, cmd.caller, cmd.account_id)
+        await uow.commit()  # the audit row records the stream's opening
+    async for item in stream_events(
+        uow.engine, hub, after=cmd.after_sequence, account_id=cmd.account_id
+    ):
+        yield item
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerEvent:
+    """An event on a partner's stream; withdrawals routed to it carry where to pay."""
+
+    item: SequencedEvent
+    payout_destination: PayoutDestination | None = None
+
+
+async def watch_partner_events(
+    cmd: WatchPartnerEvents, uow: UnitOfWork, hub: EventHub, secrets: SecretBox
+) -> AsyncIterator[PartnerEvent]:
+    """The events that concern the calling partner, stored then live."""
+    async with uow:
+        await uow.commit()
+    partner_id = cmd.caller.partner_id
+    async for item in stream_events(
+        uow.engine, hub, after=cmd.after_sequence, partner_id=partner_id
+    ):
+        tx = item.event.transaction
+        destination = None
+        if tx is not None and tx.kind is TransactionKind.WITHDRAWAL:
+            async with UnitOfWork(uow.engine) as lookup:
+                destination = await payout_destination(
+                    lookup, secrets, tx.transaction_id, partner_id
+                )
+        yield PartnerEvent(item, destination)

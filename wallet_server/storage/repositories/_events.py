@@ -1,0 +1,116 @@
+"""The event log (outbox): appended with each change, numbered later by one sequencer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wallet_server.storage._tables import outbox
+
+EVENTS_CHANNEL = "wallet_events"  # NOTIFY payload: the highest sequence now readable
+
+_SEQUENCER_LOCK = 7746287
+SEQUENCER_BUSY = -1  # another server is numbering right now
+
+# Numbers committed, unnumbered rows in event_id order. Runs only while holding the
+# sequencer lock, in a statement that starts after the lock was taken, so its snapshot sees
+# every number given before; "sequence IS NULL" is re-checked on each row as it is updated.
+_SEQUENCE = text(
+    """
+    WITH base AS (SELECT coalesce(max(sequence), 0) AS top FROM outbox),
+    todo AS (
+        SELECT event_id, row_number() OVER (ORDER BY event_id) AS n
+        FROM outbox
+        WHERE sequence IS NULL
+        ORDER BY event_id
+        LIMIT :batch
+    )
+    UPDATE outbox SET sequence = base.top + todo.n
+    FROM todo, base
+    WHERE outbox.event_id = todo.event_id AND outbox.sequence IS NULL
+    RETURNING outbox.sequence
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    sequence: int
+    account_ids: tuple[UUID, ...]
+    partner_id: UUID | None
+    payload: Any
+
+
+class EventRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def append(self, rows: Sequence[tuple[str, UUID | None, Sequence[UUID], Any]]) -> None:
+        """Rows of (type, partner_id, account_ids, payload)."""
+        if not rows:
+            return
+        await self._conn.execute(
+            pg_insert(outbox),
+            [
+                {"type": t, "partner_id": p, "account_ids": list(a), "payload": payload}
+                for t, p, a, payload in rows
+            ],
+        )
+
+    async def number_committed(self, batch: int = 5000) -> int | None:
+        """Give the next sequence numbers to committed events; the new top, or None.
+
+        One sequencer at a time across all servers (a transaction-scoped advisory lock);
+        a server that does not get the lock leaves the work to the one that has it.
+        """
+        held = await self._conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _SEQUENCER_LOCK}
+        )
+        if not held.scalar_one():
+            return SEQUENCER_BUSY
+        result = await self._conn.execute(_SEQUENCE, {"batch": batch})
+        numbered: list[int] = [int(row.sequence) for row in result]
+        if not numbered:
+            return None
+        top = max(numbered)
+        await self._conn.execute(
+            text("SELECT pg_notify(:channel, :top)"), {"channel": EVENTS_CHANNEL, "top": str(top)}
+        )
+        return top
+
+    async def top_sequence(self) -> int:
+        row = (
+            await self._conn.execute(text("SELECT coalesce(max(sequence), 0) FROM outbox"))
+        ).one()
+        return int(row[0])
+
+    async def read(
+        self,
+        *,
+        after: int,
+        limit: int,
+        account_id: UUID | None = None,
+        partner_id: UUID | None = None,
+        up_to: int | None = None,
+    ) -> list[StoredEvent]:
+        """Numbered events after ``after`` (for one account, one partner, or all), in order."""
+        stmt = select(
+            outbox.c.sequence, outbox.c.account_ids, outbox.c.partner_id, outbox.c.payload
+        ).where(outbox.c.sequence > after)
+        if up_to is not None:
+            stmt = stmt.where(outbox.c.sequence <= up_to)
+        if account_id is not None:
+            stmt = stmt.where(outbox.c.account_ids.contains([account_id]))
+        if partner_id is not None:
+            stmt = stmt.where(outbox.c.partner_id == partner_id)
+        stmt = stmt.order_by(outbox.c.sequence).limit(limit)
+        return [
+            StoredEvent(row.sequence, tuple(row.account_ids), row.partner_id, row.payload)
+            for row in await self._conn.execute(stmt)
+        ]

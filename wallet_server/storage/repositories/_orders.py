@@ -1,0 +1,101 @@
+"""Orders persistence. An order row is locked (FOR UPDATE) by whoever pays or refunds it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wallet_server.domain import Money, Order, OrderStatus
+from wallet_server.storage._tables import orders, partners
+
+
+def _order(row: Any) -> Order:
+    return Order(
+        order_id=row.order_id,
+        partner_id=row.partner_id,
+        merchant_name=row.merchant_name,
+        amount=Money(row.currency, row.amount),
+        description=row.description,
+        merchant_reference=row.merchant_reference,
+        status=OrderStatus(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        paid_at=row.paid_at,
+        payer_account_id=row.payer_account_id,
+        payment_transaction_id=row.payment_transaction_id,
+        refunded_minor=row.refunded_amount,
+    )
+
+
+def _with_merchant() -> Select[Any]:
+    return select(orders, partners.c.name.label("merchant_name")).join(
+        partners, partners.c.partner_id == orders.c.partner_id
+    )
+
+
+class OrderRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, order: Order) -> None:
+        await self._conn.execute(
+            orders.insert().values(
+                order_id=order.order_id,
+                partner_id=order.partner_id,
+                currency=order.amount.currency,
+                amount=order.amount.amount_minor,
+                description=order.description,
+                merchant_reference=order.merchant_reference,
+                status=order.status.value,
+                created_at=order.created_at,
+                expires_at=order.expires_at,
+            )
+        )
+
+    async def get(self, order_id: UUID) -> Order | None:
+        row = (
+            await self._conn.execute(_with_merchant().where(orders.c.order_id == order_id))
+        ).first()
+        return None if row is None else _order(row)
+
+    async def lock(self, order_id: UUID) -> Order | None:
+        """The order, its row locked until the end of the unit of work."""
+        row = (
+            await self._conn.execute(
+                _with_merchant().where(orders.c.order_id == order_id).with_for_update(of=orders)
+            )
+        ).first()
+        return None if row is None else _order(row)
+
+    async def save(self, order: Order) -> None:
+        """Store the order's lifecycle fields (status, payment, refunds) as the domain decided."""
+        await self._conn.execute(
+            update(orders)
+            .where(orders.c.order_id == order.order_id)
+            .values(
+                status=order.status.value,
+                paid_at=order.paid_at,
+                payer_account_id=order.payer_account_id,
+                payment_transaction_id=order.payment_transaction_id,
+                refunded_amount=order.refunded_minor,
+            )
+        )
+
+    async def lock_due_for_expiry(self, now: datetime, *, limit: int) -> list[Order]:
+        """Up to ``limit`` OPEN orders whose expiry has come, locked; rows another transaction
+        holds (being paid right now) are skipped."""
+        stmt = (
+            _with_merchant()
+            .where(orders.c.status == OrderStatus.OPEN.value, orders.c.expires_at <= now)
+            .order_by(orders.c.expires_at, orders.c.order_id)
+            .limit(limit)
+            .with_for_update(of=orders, skip_locked=True)
+        )
+        return [_order(row) for row in await self._conn.execute(stmt)]
+
+
+__all__ = ["OrderRepository"]

@@ -1,0 +1,110 @@
+"""RPCs of batch, mixed into the service classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grpc import aio
+from wallet.v1 import partner_pb2
+
+from wallet_server import services
+from wallet_server.domain import FieldViolation, InvalidArgument
+from wallet_server.transport._mapping import (
+    collect,
+    parse_amount,
+    parse_request_id,
+    parse_text,
+    parse_uuid,
+    transaction_to_proto,
+)
+from wallet_server.transport.servicers._deps import Servicers, partner_caller
+
+Context = aio.ServicerContext[Any, Any]
+
+MAX_ITEM_MEMO_LENGTH = 200  # TransferItem.memo
+
+
+def _parse_item(item: partner_pb2.TransferItem, request_id: Any) -> services.BatchTransfer:
+    """Parse one item; a malformed one becomes an item that fails on its own."""
+    parsed: dict[str, Any] = {}
+    try:
+        collect(
+            lambda: parsed.setdefault(
+                "from_account_id", parse_uuid(item.from_account_id, "from_account_id")
+            ),
+            lambda: parsed.setdefault(
+                "to_account_id", parse_uuid(item.to_account_id, "to_account_id")
+            ),
+            lambda: parsed.setdefault(
+                "amount", parse_amount(item.amount, "amount", present=item.HasField("amount"))
+            ),
+            lambda: parsed.setdefault(
+                "memo", parse_text(item.memo, "memo", max_length=MAX_ITEM_MEMO_LENGTH)
+            ),
+        )
+    except InvalidArgument as exc:
+        return services.BatchTransfer(
+            request_id=request_id,
+            from_account_id=None,
+            to_account_id=None,
+            amount=None,
+            memo="",
+            invalid=exc.message,
+        )
+    return services.BatchTransfer(request_id=request_id, **parsed)
+
+
+def _result_to_proto(result: services.BatchItemResult) -> partner_pb2.TransferResult:
+    if result.transaction is not None:
+        return partner_pb2.TransferResult(
+            request_id=str(result.request_id),
+            transaction=transaction_to_proto(result.transaction),
+        )
+    assert result.error is not None
+    return partner_pb2.TransferResult(
+        request_id=str(result.request_id),
+        error=partner_pb2.TransferError(
+            reason=result.error.reason, message=result.error.message, code=result.error.code
+        ),
+    )
+
+
+class BatchPartner:
+    _deps: Servicers
+
+    async def CreateTransfers(
+        self, request: partner_pb2.CreateTransfersRequest, context: Context
+    ) -> partner_pb2.CreateTransfersResponse:
+        # Checked before parsing anything: an oversized batch costs nothing.
+        services.check_batch_size(len(request.transfers))
+        violations: list[FieldViolation] = []
+        batch_request_id = None
+        try:
+            batch_request_id = parse_request_id(request.request_id)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        items: list[services.BatchTransfer] = []
+        for index, item in enumerate(request.transfers):
+            try:
+                item_request_id = parse_uuid(item.request_id, f"transfers[{index}].request_id")
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
+                continue
+            items.append(_parse_item(item, item_request_id))
+        if violations or batch_request_id is None:
+            raise InvalidArgument(
+                "; ".join(f"{v.field}: {v.description}" for v in violations),
+                violations=tuple(violations),
+            )
+        result = await services.create_transfers(
+            services.CreateTransfers(
+                caller=partner_caller(),
+                request_id=batch_request_id,
+                transfers=tuple(items),
+                atomic=request.atomic,
+            ),
+            self._deps.uow(),
+        )
+        return partner_pb2.CreateTransfersResponse(
+            results=[_result_to_proto(r) for r in result.results]
+        )
