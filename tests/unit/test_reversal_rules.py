@@ -23,6 +23,7 @@ from wallet_server.domain import (
     TransactionKind,
     TransactionStatus,
     check_balanced,
+    check_reversible,
     plan_reversal,
 )
 
@@ -158,3 +159,12 @@ def test_a_reversal_that_would_overflow_a_balance_is_refused() -> None:
     with pytest.raises(FailedPrecondition) as caught:
         plan_reversal(transfer(a, b, 100), by_id(a, b), reversed_by=None)
     assert caught.value.reason == Reason.AMOUNT_OVERFLOW
+
+
+@pytest.mark.parametrize(
+    "kind", [TransactionKind.PAYMENT, TransactionKind.REFUND, TransactionKind.CASHBACK]
+)
+def test_order_money_goes_back_through_refunds_not_reversals(kind: TransactionKind) -> None:
+    original = transfer(account(posted=100), account(), 10, kind=kind)
+    with pytest.raises(FailedPrecondition, match="RefundPayment"):
+        check_reversible(original, reversed_by=None)

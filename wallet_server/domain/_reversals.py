@@ -23,12 +23,23 @@ from wallet_server.domain._ledger import (
 )
 from wallet_server.domain._money import INT64_MAX, INT64_MIN, Money
 
+_ORDER_KINDS = frozenset(
+    {TransactionKind.PAYMENT, TransactionKind.REFUND, TransactionKind.CASHBACK}
+)
+
 
 def check_reversible(original: Transaction, *, reversed_by: UUID | None) -> None:
     """FAILED_PRECONDITION unless ``original`` is a POSTED non-REVERSAL not yet reversed."""
     if original.kind is TransactionKind.REVERSAL:
         raise FailedPrecondition(
             f"transaction {original.transaction_id} is a reversal; a reversal cannot be reversed"
+        )
+    if original.kind in _ORDER_KINDS:
+        # Their effects live in an order or a promotion budget too; reversing only the money
+        # would let a later refund pay the buyer twice. Refunds are the way back for these.
+        raise FailedPrecondition(
+            f"transaction {original.transaction_id} is a {original.kind.value}: "
+            "use PartnerService.RefundPayment instead"
         )
     if original.status is not TransactionStatus.POSTED:
         raise FailedPrecondition(
