@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -134,3 +135,13 @@ def test_repr_reveals_no_key_material(box: SecretBox) -> None:
     text = repr(box)
 
     assert text == "SecretBox(key_ids=['k1'], active_key_id='k1')"
+
+
+def test_digest_is_keyed_and_deterministic() -> None:
+    box = SecretBox({"a": b"a" * 32}, "a")
+    other = SecretBox({"b": b"b" * 32}, "b")
+    number = b"DE89370400440532013000"
+    assert box.digest(number) == box.digest(number)
+    assert box.digest(number) != box.digest(number + b"1")
+    assert box.digest(number) != other.digest(number)
+    assert box.digest(number) != hashlib.sha256(number).digest()

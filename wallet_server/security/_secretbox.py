@@ -10,6 +10,7 @@ no part of the blob can be altered without ``open`` failing.
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Mapping
 
@@ -30,7 +31,7 @@ class SecretBoxError(Exception):
 class SecretBox:
     """Seals with the active key; opens with whichever configured key the blob names."""
 
-    __slots__ = ("_active_key_id", "_ciphers")
+    __slots__ = ("_active_key_id", "_ciphers", "_digest_key")
 
     def __init__(self, keys: Mapping[str, bytes], active_key_id: str) -> None:
         if not keys:
@@ -43,10 +44,17 @@ class SecretBox:
             )
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._active_key_id = active_key_id
+        # A separate key for digests, derived so it never doubles as an encryption key.
+        self._digest_key = hmac.new(keys[active_key_id], b"wallet digest key", "sha256").digest()
 
     @property
     def active_key_id(self) -> str:
         return self._active_key_id
+
+    def digest(self, data: bytes) -> bytes:
+        """A keyed digest of a secret: compares equal for equal input, reveals nothing to
+        someone holding only the database (unlike a plain hash of a short bank number)."""
+        return hmac.new(self._digest_key, data, "sha256").digest()
 
     def seal(self, plaintext: bytes, *, associated_data: bytes) -> bytes:
         """Encrypts ``plaintext``, bound to ``associated_data`` (e.g. the owning row's id)."""

@@ -71,6 +71,27 @@ class FailWithdrawal:
     failure_message: str
 
 
+@dataclass(frozen=True, slots=True)
+class _WithdrawalFingerprint:
+    """What identifies a withdrawal request for idempotency. The destination enters only as a
+    keyed digest: the stored fingerprint must not let anyone guess a bank account number."""
+
+    account_id: UUID
+    amount: Money
+    destination: str
+
+
+def _canonical_destination(destination: PayoutDestination) -> bytes:
+    return "\n".join(
+        (
+            destination.holder_name,
+            destination.country_code,
+            destination.bank_code,
+            destination.account_number,
+        )
+    ).encode()
+
+
 # --- sealing the destination ----------------------------------------------------------------
 
 _DESTINATION_FORMAT = 1
@@ -178,7 +199,11 @@ async def request_withdrawal(
             principal=cmd.caller.key,
             request_id=cmd.request_id,
             method="RequestWithdrawal",
-            command=cmd,
+            command=_WithdrawalFingerprint(
+                account_id=cmd.account_id,
+                amount=cmd.amount,
+                destination=secrets.digest(_canonical_destination(cmd.destination)).hex(),
+            ),
             result_type=Transaction,
             execute=execute,
         )
