@@ -679,14 +679,14 @@ async def test_a_session_ended_by_another_process_is_refused_within_the_cache_ti
 ) -> None:
     await sign_up(uow, policy)
     tokens = await log_in(uow, policy)
-    auth = authenticator(clean_db, policy, cache_seconds=0.3)
+    auth = authenticator(clean_db, policy, cache_seconds=1.0)
     await auth.user_from_bearer(tokens.access_token)
     async with uow() as u:  # no notification reaches this process
         await u.users.revoke_session(tokens.session_id, "elsewhere")
         await u.commit()
 
     await auth.user_from_bearer(tokens.access_token)  # still cached
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(1.05)
     assert await ended(auth, tokens.access_token) == (Reason.TOKEN_INVALID, "the session has ended")
 
 
@@ -695,7 +695,7 @@ async def test_a_busy_client_costs_one_session_read_per_cache_period(
 ) -> None:
     await sign_up(uow, policy)
     tokens = await log_in(uow, policy)
-    auth = authenticator(clean_db, policy, cache_seconds=0.5)
+    auth = authenticator(clean_db, policy, cache_seconds=1.0)
 
     async with session_reads(clean_db) as reads:
         callers = await asyncio.gather(
@@ -704,7 +704,7 @@ async def test_a_busy_client_costs_one_session_read_per_cache_period(
         for _ in range(20):
             await auth.user_from_bearer(tokens.access_token)
         assert len(reads) == 1
-        await asyncio.sleep(0.55)
+        await asyncio.sleep(1.05)
         await auth.user_from_bearer(tokens.access_token)
         assert len(reads) == 2
     assert {c.session_id for c in callers} == {tokens.session_id}

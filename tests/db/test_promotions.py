@@ -190,27 +190,30 @@ async def test_create_promotion_is_idempotent(campaigns: Campaigns, clean_db: As
 async def test_promotions_list_newest_first_in_pages(
     campaigns: Campaigns, clock: FakeClock
 ) -> None:
-    created = []
+    created: list[Promotion] = []
     for i in range(5):
-        created.append((await campaigns.create(name=f"p{i}")).promotion_id)
-        if i != 2:  # two promotions created in the same instant still page correctly
+        created.append(await campaigns.create(name=f"p{i}"))
+        if i != 2:  # p2 and p3 are created in the same instant: the id breaks the tie
             clock.advance(timedelta(seconds=1))
 
     seen: list[UUID] = []
     before: tuple[datetime, UUID] | None = None
+    pages = 0
     while True:
         page = await services.list_promotions(
             services.ListPromotions(caller=OPERATOR, page_size=2, before=before), campaigns.uow()
         )
+        pages += 1
         seen += [p.promotion_id for p in page.promotions]
         before = page.next_before
         if before is None:
             break
-    assert seen[0] == created[4]
-    assert sorted(seen) == sorted(created)
-    assert len(seen) == 5
-    created_order = [created[4], created[3]]
-    assert seen[:2] == created_order
+
+    newest_first = sorted(created, key=lambda p: (p.created_at, p.promotion_id), reverse=True)
+    assert seen == [p.promotion_id for p in newest_first]
+    assert seen[0] == created[4].promotion_id
+    assert set(seen[1:3]) == {created[2].promotion_id, created[3].promotion_id}
+    assert pages == 3
 
 
 # --- cashback on payment --------------------------------------------------------------------

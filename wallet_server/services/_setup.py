@@ -38,8 +38,10 @@ async def record_unaudited_call(uow: UnitOfWork, code: str) -> None:
 
 
 async def purge_idempotency_records(uow: UnitOfWork, retention: timedelta) -> int:
-    """Forget request ids older than ``retention``; returns how many were removed."""
+    """Forget request ids older than ``retention`` and sign-in failure counts idle for a day
+    (unknown names would pile up otherwise); returns how many request ids were removed."""
     async with uow:
         removed = await uow.idempotency.purge_older_than(uow.now() - retention)
+        await uow.users.purge_login_throttle(now=uow.now(), idle_for=timedelta(days=1))
         await uow.connection.commit()
         return removed

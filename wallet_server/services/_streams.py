@@ -123,8 +123,11 @@ class EventHub:
 
     async def _run(self, wanted: asyncio.Event, work: Callable[[], Any]) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # races the wake-up, and then stop() would wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wanted.wait(), FALLBACK_POLL_SECONDS)
+                async with asyncio.timeout(FALLBACK_POLL_SECONDS):
+                    await wanted.wait()
             wanted.clear()
             try:
                 await work()

@@ -34,8 +34,10 @@ from wallet_server.services import (
     AuthPolicy,
     Clock,
     EventHub,
+    ExpireOrders,
     RevocationList,
     UnitOfWork,
+    expire_orders,
     purge_idempotency_records,
     utc_now,
 )
@@ -147,6 +149,7 @@ class WalletServer:
         self._background = [
             asyncio.create_task(self._monitor_database()),
             asyncio.create_task(self._purge_idempotency_records()),
+            asyncio.create_task(self._expire_orders()),
         ]
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -200,6 +203,18 @@ class WalletServer:
                 _log.warning("idempotency purge failed; will retry", exc_info=True)
             await asyncio.sleep(600)
 
+    async def _expire_orders(self) -> None:
+        # Reads already treat overdue orders as expired; this tells their merchants.
+        while True:
+            try:
+                while await expire_orders(
+                    ExpireOrders(), UnitOfWork(self._engine, clock=self._clock)
+                ):
+                    pass
+            except Exception:
+                _log.warning("order expiry failed; will retry", exc_info=True)
+            await asyncio.sleep(15)
+
 
 def build_auth_policy(settings: Settings, clock: Clock = utc_now) -> AuthPolicy:
     return AuthPolicy(
@@ -232,6 +247,7 @@ def create_server(
         policy.tokens,
         RevocationList(settings.revoked_serials_file),
         cache_seconds=settings.principal_cache_seconds,
+        clock=clock,
     )
     server = aio.server(
         interceptors=[build_interceptor(engine, authenticator)],
