@@ -616,3 +616,32 @@ async def test_expire_orders_stores_expiry_and_tells_the_merchant(
         (merchant.partner_id, "expired")
     }
     await refused(shop.pay(alice, short[0], a), FailedPrecondition, Reason.ORDER_EXPIRED)
+
+
+async def test_only_the_payer_sees_who_paid_an_order_and_what_came_back(
+    ledger: Ledger, shop: Shop
+) -> None:
+    merchant = await ledger.partner("lamps")
+    alice, a = await funded_user(ledger, "alice", 10_000)
+    bob = await ledger.user("bob")
+    order_id = await shop.order(merchant, 2_500)
+    paid = await shop.pay(alice, order_id, a)
+    await shop.refund(merchant, order_id, 500)
+
+    def view(who: UserPrincipal) -> Any:
+        return services.get_merchant_order(
+            services.GetMerchantOrder(caller=who, order_id=order_id), shop.uow()
+        )
+
+    as_payer = await view(alice)
+    as_stranger = await view(bob)
+    assert as_payer.payment_transaction_id == paid.transaction.transaction_id
+    assert (as_payer.payer_account_id, as_payer.refunded_minor) == (a, 500)
+    assert as_stranger.status is as_payer.status  # whether it can still be paid is public
+    assert (
+        as_stranger.payment_transaction_id,
+        as_stranger.payer_account_id,
+        as_stranger.paid_at,
+        as_stranger.refunded_minor,
+        as_stranger.merchant_reference,
+    ) == (None, None, None, 0, "")

@@ -153,8 +153,12 @@ async def test_unbalanced_postings(books: Books, uow: UowFactory, clean_db: Asyn
         s=books.settlement,
     )
     report = await verify(uow)
-    assert found(report) == [(LedgerInvariant.BALANCED_POSTINGS, None, books.first_deposit)]
-    (violation,) = report.violations
+    # The settlement was debited less than the deposit says, too.
+    assert found(report) == [
+        (LedgerInvariant.BALANCED_POSTINGS, None, books.first_deposit),
+        (LedgerInvariant.POSTINGS_MATCH_TRANSACTION, None, books.first_deposit),
+    ]
+    violation = report.violations[0]
     assert (violation.expected, violation.actual) == (Money("USD", 0), Money("USD", 10))
 
 
@@ -300,4 +304,52 @@ async def test_every_corruption_at_once_is_reported_in_one_pass(
         LedgerInvariant.BALANCED_POSTINGS,
         LedgerInvariant.POSTED_BALANCE,
         LedgerInvariant.PENDING_BALANCE,
+        LedgerInvariant.POSTINGS_MATCH_TRANSACTION,
     }
+
+
+async def test_a_rewritten_amount_on_a_posted_transaction(
+    books: Books, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    # One row changed: the transaction now claims ten times what its legs moved.
+    await corrupt(
+        clean_db,
+        "UPDATE transactions SET amount = amount * 10 WHERE transaction_id = :t",
+        t=books.first_deposit,
+    )
+    assert found(await verify(uow)) == [
+        (LedgerInvariant.POSTINGS_MATCH_TRANSACTION, None, books.first_deposit)
+    ]
+
+
+async def test_legs_in_a_currency_their_accounts_do_not_hold(
+    books: Books, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    # Both legs re-labelled: each currency still sums to zero, balances still match.
+    await corrupt(
+        clean_db,
+        "UPDATE postings SET currency = 'EUR' WHERE transaction_id = :t",
+        t=books.first_deposit,
+    )
+    problems = found(await verify(uow))
+    assert problems
+    assert {p[0] for p in problems} == {LedgerInvariant.POSTINGS_MATCH_TRANSACTION}
+    assert {p[2] for p in problems} == {books.first_deposit}
+
+
+async def test_money_credited_to_someone_other_than_the_transaction_says(
+    books: Books, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    # The deposit's credit leg moved to bob, balances adjusted to match: only the header knows.
+    await corrupt(
+        clean_db,
+        "UPDATE postings SET account_id = :b WHERE transaction_id = :t AND account_id = :a",
+        "UPDATE accounts SET posted = posted - 1000 WHERE account_id = :a",
+        "UPDATE accounts SET posted = posted + 1000 WHERE account_id = :b",
+        a=books.a,
+        b=books.b,
+        t=books.first_deposit,
+    )
+    assert found(await verify(uow)) == [
+        (LedgerInvariant.POSTINGS_MATCH_TRANSACTION, None, books.first_deposit)
+    ]

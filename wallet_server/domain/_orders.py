@@ -74,6 +74,17 @@ class Order:
         """What the paying user may see: the merchant's own reference is private."""
         return replace(self, merchant_reference="")
 
+    def public_view(self) -> Order:
+        """What any other signed-in user may see: whether it can still be paid, nothing
+        about who paid it or how much went back."""
+        return replace(
+            self.payer_view(),
+            paid_at=None,
+            payer_account_id=None,
+            payment_transaction_id=None,
+            refunded_minor=0,
+        )
+
 
 def order_expiry(now: datetime, *, expire_time: datetime | None, ttl: timedelta | None) -> datetime:
     """When a new order stops being payable: an absolute time, a time to live, or 15 minutes.

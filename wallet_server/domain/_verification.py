@@ -17,6 +17,8 @@ class LedgerInvariant(StrEnum):
     HASH_CHAIN = "hash_chain"  # posted history matches its hash chain
     POSTINGS_MATCH_STATUS = "postings_match_status"  # exactly POSTED transactions have legs
     SINGLE_REVERSAL = "single_reversal"  # a transaction is reversed at most once
+    # a posted transaction's legs do what its header says, in its accounts' currencies
+    POSTINGS_MATCH_TRANSACTION = "postings_match_transaction"
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,7 +190,15 @@ async def get_merchant_order(cmd: GetMerchantOrder, uow: UnitOfWork) -> Order:
         order = await uow.orders.get(cmd.order_id)
         if order is None:
             raise order_not_found(cmd.order_id)
-        return order.as_of(uow.now()).payer_view()
+        payer = (
+            None
+            if order.payer_account_id is None
+            else await uow.ledger.get_account(order.payer_account_id)
+        )
+        current = order.as_of(uow.now())
+        if payer is not None and payer.owner_user_id == cmd.caller.user_id:
+            return current.payer_view()
+        return current.public_view()
 
 
 # --- paying ---------------------------------------------------------------------------------

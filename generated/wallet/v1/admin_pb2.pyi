@@ -197,6 +197,11 @@ class _LedgerInvariantEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ledge
     """
     LEDGER_INVARIANT_SINGLE_REVERSAL: _LedgerInvariant.ValueType  # 7
     """A transaction is reversed by more than one REVERSAL."""
+    LEDGER_INVARIANT_POSTINGS_MATCH_TRANSACTION: _LedgerInvariant.ValueType  # 8
+    """A POSTED transaction's legs disagree with what it says it did: the source is not debited
+    `amount`, the destination is not credited `amount` (`to_amount` for an exchange), or a
+    posting's currency is not its account's.
+    """
 
 class LedgerInvariant(_LedgerInvariant, metaclass=_LedgerInvariantEnumTypeWrapper):
     """Which ledger invariant a violation breaks."""
@@ -219,6 +224,11 @@ HELD_FOR_REVIEW, VOIDED, REJECTED) has some.
 """
 LEDGER_INVARIANT_SINGLE_REVERSAL: LedgerInvariant.ValueType  # 7
 """A transaction is reversed by more than one REVERSAL."""
+LEDGER_INVARIANT_POSTINGS_MATCH_TRANSACTION: LedgerInvariant.ValueType  # 8
+"""A POSTED transaction's legs disagree with what it says it did: the source is not debited
+`amount`, the destination is not credited `amount` (`to_amount` for an exchange), or a
+posting's currency is not its account's.
+"""
 Global___LedgerInvariant: _TypeAlias = LedgerInvariant  # noqa: Y015
 
 class _AuditChainFault:

@@ -86,6 +86,41 @@ _REVERSED_TWICE = text(
     """
 )
 
+# Legs in a currency other than their account's.
+_FOREIGN_CURRENCY_LEGS = text(
+    """
+    SELECT p.transaction_id, p.account_id, p.currency AS leg_currency, a.currency
+    FROM postings AS p JOIN accounts AS a ON a.account_id = p.account_id
+    WHERE p.currency <> a.currency
+    ORDER BY p.transaction_id, p.posting_id
+    """
+)
+
+# A posted transaction whose source was not debited its amount, or whose destination was not
+# credited its amount (an exchange credits to_amount in to_currency).
+_LEGS_VS_HEADER = text(
+    """
+    SELECT t.transaction_id,
+        coalesce(sum(p.amount) FILTER (
+            WHERE p.account_id = t.from_account_id AND p.currency = t.currency), 0) AS debited,
+        coalesce(sum(p.amount) FILTER (
+            WHERE p.account_id = t.to_account_id
+              AND p.currency = coalesce(t.to_currency, t.currency)), 0) AS credited,
+        t.amount, coalesce(t.to_amount, t.amount) AS to_amount
+    FROM transactions AS t JOIN postings AS p ON p.transaction_id = t.transaction_id
+    WHERE t.status = 'posted'
+    GROUP BY t.transaction_id
+    HAVING (t.from_account_id IS NOT NULL AND coalesce(sum(p.amount) FILTER (
+                WHERE p.account_id = t.from_account_id AND p.currency = t.currency), 0)
+            <> -t.amount)
+        OR (t.to_account_id IS NOT NULL AND coalesce(sum(p.amount) FILTER (
+                WHERE p.account_id = t.to_account_id
+                  AND p.currency = coalesce(t.to_currency, t.currency)), 0)
+            <> coalesce(t.to_amount, t.amount))
+    ORDER BY t.transaction_id
+    """
+)
+
 _COUNTS = text(
     "SELECT (SELECT count(*) FROM accounts) AS accounts, "
     "(SELECT count(*) FROM transactions) AS transactions"
@@ -158,6 +193,26 @@ class VerificationRepository:
                 LedgerViolation(
                     invariant=LedgerInvariant.POSTINGS_MATCH_STATUS,
                     description=f"{row.status} transaction {row.transaction_id} {problem}",
+                    transaction_id=row.transaction_id,
+                )
+            )
+        for row in await self._conn.execute(_FOREIGN_CURRENCY_LEGS):
+            found.append(
+                LedgerViolation(
+                    invariant=LedgerInvariant.POSTINGS_MATCH_TRANSACTION,
+                    description=f"transaction {row.transaction_id} posts {row.leg_currency} to "
+                    f"{row.currency} account {row.account_id}",
+                    transaction_id=row.transaction_id,
+                    account_id=row.account_id,
+                )
+            )
+        for row in await self._conn.execute(_LEGS_VS_HEADER):
+            found.append(
+                LedgerViolation(
+                    invariant=LedgerInvariant.POSTINGS_MATCH_TRANSACTION,
+                    description=f"transaction {row.transaction_id} says {row.amount} from its "
+                    f"source and {row.to_amount} to its destination, but its legs move "
+                    f"{-row.debited} and {row.credited}",
                     transaction_id=row.transaction_id,
                 )
             )
