@@ -49,10 +49,16 @@ FALLBACK_POLL_SECONDS = 1.0  # only in case a notification was lost; not the del
 class Subscription:
     account_id: UUID | None
     partner_id: UUID | None
-    queue: asyncio.Queue[SequencedEvent] = field(
+    # None wakes the stream without an event (to make it catch up from the database).
+    queue: asyncio.Queue[SequencedEvent | None] = field(
         default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE)
     )
     lagging: bool = False  # the queue overflowed: the stream must re-read from the database
+
+    def wake_to_catch_up(self) -> None:
+        self.lagging = True
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes it anyway
+            self.queue.put_nowait(None)
 
     def offer(self, item: SequencedEvent) -> None:
         if self.lagging:
@@ -157,6 +163,12 @@ class EventHub:
     async def _read_new(self) -> None:
         if not self._top_known:
             await self._find_top()
+            # Streams that started while the hub could not read may have missed events
+            # numbered before this point: send them back to the database to catch up.
+            for index in (self._by_account, self._by_partner):
+                for subs in index.values():
+                    for sub in subs:
+                        sub.wake_to_catch_up()
         while True:
             async with UnitOfWork(self._engine) as uow:
                 rows = await uow.events.read(after=self._top, limit=CATCH_UP_PAGE)
@@ -223,7 +235,7 @@ async def stream_events(
             # Live: what the hub hands over; anything already sent is skipped.
             while not sub.lagging:
                 item = await sub.queue.get()
-                if item.sequence > last:
+                if item is not None and item.sequence > last:
                     yield item
                     last = item.sequence
             while not sub.queue.empty():  # drop what the database re-read will deliver
