@@ -928,14 +928,13 @@ async def test_a_slow_sign_in_does_not_hold_up_the_users_other_calls(
                 assert not login.done()
                 # Opening an account references (key-share locks) the user's row: it must not
                 # wait for the sign-in.
-                opening = time.monotonic()
                 await accounts.OpenAccount(
                     wallet_pb2.OpenAccountRequest(
                         request_id=str(uuid.uuid4()), currency_code=currency
                     ),
                     metadata=alice,
                 )
-                assert time.monotonic() - opening < 0.4  # it did not wait for the verification
+                # Ordering, not a stopwatch: the account opened while the login still verified.
                 assert not login.done(), "the account was only opened after the login"
             finally:
                 outcome = await asyncio.gather(login, return_exceptions=True)
