@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BUF_VERSION ?= 1.75.0
 
-.PHONY: install run test lint proto tools bench clean
+.PHONY: install run test lint proto tools bench bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -31,7 +31,14 @@ test: install tools lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy wallet_server tests scripts
+	$(BIN)/mypy wallet_server tests scripts bench
+
+# Benchmark: the server in its own process, spawned load generators, the pgbench ceiling.
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick
 
 proto: install
 	$(BIN)/python scripts/gen_protos.py

@@ -1,0 +1,1 @@
+"""The wallet-server benchmark; run with ``python -m bench.run`` (``make bench``)."""
