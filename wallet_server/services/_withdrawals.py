@@ -212,23 +212,32 @@ async def request_withdrawal(
         return tx
 
 
+async def _lock_pending_withdrawal(
+    uow: UnitOfWork, transaction_id: UUID, caller: PartnerPrincipal
+) -> tuple[Transaction, UUID]:
+    """The caller's PENDING withdrawal (row locked) and its source account; refused before
+    any account is locked."""
+    tx = await uow.ledger.lock_transaction(transaction_id)
+    if tx is None or not withdrawal_routed_to(tx, caller.partner_id):
+        raise _no_such_withdrawal(transaction_id)
+    ensure_withdrawal_pending(tx)
+    assert tx.from_account_id is not None
+    note_resources(tx.from_account_id)
+    return tx, tx.from_account_id
+
+
 @retry_on_conflict
 async def complete_withdrawal(cmd: CompleteWithdrawal, uow: UnitOfWork) -> Transaction:
     """The payout partner paid the bank: post the held amount to its settlement account."""
     async with uow:
 
         async def execute() -> Transaction:
-            tx = await uow.ledger.lock_transaction(cmd.transaction_id)
-            if tx is None or not withdrawal_routed_to(tx, cmd.caller.partner_id):
-                raise _no_such_withdrawal(cmd.transaction_id)
-            ensure_withdrawal_pending(tx)  # before taking account locks for nothing
-            assert tx.from_account_id is not None
+            tx, source_id = await _lock_pending_withdrawal(uow, cmd.transaction_id, cmd.caller)
             assert tx.to_account_id is not None
-            note_resources(tx.from_account_id)
-            locked = await uow.ledger.lock_accounts((tx.from_account_id, tx.to_account_id))
+            locked = await uow.ledger.lock_accounts((source_id, tx.to_account_id))
             plan = plan_withdrawal_completion(
                 tx,
-                source=locked[tx.from_account_id],
+                source=locked[source_id],
                 settlement=locked[tx.to_account_id],
                 external_reference=cmd.external_reference,
                 now=uow.now(),
@@ -260,15 +269,10 @@ async def fail_withdrawal(cmd: FailWithdrawal, uow: UnitOfWork) -> Transaction:
     async with uow:
 
         async def execute() -> Transaction:
-            tx = await uow.ledger.lock_transaction(cmd.transaction_id)
-            if tx is None or not withdrawal_routed_to(tx, cmd.caller.partner_id):
-                raise _no_such_withdrawal(cmd.transaction_id)
-            ensure_withdrawal_pending(tx)  # before taking account locks for nothing
-            assert tx.from_account_id is not None
-            note_resources(tx.from_account_id)
-            locked = await uow.ledger.lock_accounts((tx.from_account_id,))
+            tx, source_id = await _lock_pending_withdrawal(uow, cmd.transaction_id, cmd.caller)
+            locked = await uow.ledger.lock_accounts((source_id,))
             plan = plan_withdrawal_failure(
-                tx, source=locked[tx.from_account_id], failure_message=cmd.failure_message
+                tx, source=locked[source_id], failure_message=cmd.failure_message
             )
             changed = await uow.ledger.settle(plan.transaction, legs=plan.legs, holds=plan.holds)
             event = transaction_event(
