@@ -138,6 +138,31 @@ def test_subsecond_clock_times_still_give_whole_second_expiry(clock: FakeClock) 
     assert codec.verify(issued.token).expires_at == issued.expires_at
 
 
+def test_a_token_verified_before_still_expires(codec: AccessTokenCodec, clock: FakeClock) -> None:
+    # The second check of the same token skips the signature, never the expiry.
+    issued = codec.issue(USER, SESSION)
+    assert codec.verify(issued.token).user_id == USER
+
+    clock.now = issued.expires_at
+
+    with pytest.raises(Unauthenticated) as raised:
+        codec.verify(issued.token)
+    assert raised.value.reason == Reason.TOKEN_EXPIRED
+
+
+def test_a_changed_token_is_invalid_after_the_original_was_verified(
+    codec: AccessTokenCodec,
+) -> None:
+    token = codec.issue(USER, SESSION).token
+    codec.verify(token)
+    header, payload, signature = token.split(".")
+    forged = ".".join(
+        [header, payload, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")]
+    )
+
+    assert_invalid(codec, forged)
+
+
 @pytest.mark.parametrize("segment", [0, 1, 2])
 def test_a_changed_character_in_any_segment_is_invalid(
     codec: AccessTokenCodec, segment: int

@@ -39,6 +39,9 @@ class IssuedAccessToken:
     expires_at: datetime
 
 
+_VERIFIED_CACHE_SIZE = 10_000  # a few MB at most; emptied when full
+
+
 class AccessTokenCodec:
     """Issues and verifies access tokens; any of ``keys`` verifies, ``active_key_id`` signs."""
 
@@ -50,6 +53,7 @@ class AccessTokenCodec:
         "_key_id_by_header",
         "_keys",
         "_ttl",
+        "_verified",
     )
 
     def __init__(
@@ -76,6 +80,10 @@ class AccessTokenCodec:
         self._ttl = ttl
         self._issuer = issuer
         self._clock = clock
+        # Signatures already checked, by the exact token text: a client sends the same
+        # token on every call for its lifetime, and checking it again costs more than the
+        # rest of authentication. Expiry is still checked on every use.
+        self._verified: dict[str, AccessClaims] = {}
         # Expiry and issue time are checked against our clock, not PyJWT's wall clock.
         self._jwt = jwt.PyJWT(
             options={
@@ -118,6 +126,17 @@ class AccessTokenCodec:
 
     def verify(self, token: str) -> AccessClaims:
         """The token's claims; ``Unauthenticated`` (TOKEN_EXPIRED or TOKEN_INVALID) otherwise."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_signature(token)
+            if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = claims
+        if self._now() >= claims.expires_at:
+            raise Unauthenticated("access token expired", reason=Reason.TOKEN_EXPIRED)
+        return claims
+
+    def _verify_signature(self, token: str) -> AccessClaims:
         if len(token) > _MAX_TOKEN_CHARS:
             raise _invalid()
         key_id = self._key_id_of(token)
@@ -128,10 +147,7 @@ class AccessTokenCodec:
             payload = self._jwt.decode(token, key, algorithms=[_ALGORITHM], issuer=self._issuer)
         except jwt.InvalidTokenError as exc:
             raise _invalid() from exc
-        claims = _claims_from(payload)
-        if self._now() >= claims.expires_at:
-            raise Unauthenticated("access token expired", reason=Reason.TOKEN_EXPIRED)
-        return claims
+        return _claims_from(payload)
 
     def _key_id_of(self, token: str) -> str | None:
         key_id = self._key_id_by_header.get(token.partition(".")[0])

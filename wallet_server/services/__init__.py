@@ -111,6 +111,7 @@ from wallet_server.services import (
     _promotions,
     _reversals,
     _statements,
+    _transfer_groups,
     _verification,
     _withdrawals,
 )
@@ -120,6 +121,7 @@ from wallet_server.services._orders import *  # noqa: F403
 from wallet_server.services._promotions import *  # noqa: F403
 from wallet_server.services._reversals import *  # noqa: F403
 from wallet_server.services._statements import *  # noqa: F403
+from wallet_server.services._transfer_groups import *  # noqa: F403
 from wallet_server.services._verification import *  # noqa: F403
 from wallet_server.services._withdrawals import *  # noqa: F403
 
@@ -129,5 +131,6 @@ __all__ += _orders.__all__
 __all__ += _promotions.__all__
 __all__ += _reversals.__all__
 __all__ += _statements.__all__
+__all__ += _transfer_groups.__all__
 __all__ += _verification.__all__
 __all__ += _withdrawals.__all__

@@ -9,6 +9,7 @@ committed (errors, refused credentials) are audited afterwards by transport.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,14 +32,14 @@ class CallRecord:
     resource_ids: list[str] = field(default_factory=list)
     audited: bool = False
 
-    def entry(self, code: str) -> NewAuditEntry:
+    def entry(self, code: str, *, more_resources: Sequence[str] = ()) -> NewAuditEntry:
         latency_us = int((time.perf_counter() - self.started_monotonic) * 1_000_000)
         return NewAuditEntry(
             call_id=self.call_id,
             occurred_at=self.started_at,
             principal=self.principal,
             method=self.method,
-            resource_ids=tuple(dict.fromkeys(self.resource_ids)),
+            resource_ids=tuple(dict.fromkeys([*self.resource_ids, *more_resources])),
             code=code,
             latency_us=latency_us,
             peer=self.peer,

@@ -18,9 +18,20 @@ from uuid import UUID
 T = TypeVar("T")
 
 
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    # The common cases first, by exact type (an enum that is also a str is not ``str``).
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is UUID:
+        return str(value)
+    if dataclasses.is_dataclass(kind):
+        return {name: encode(getattr(value, name)) for name in _field_names(kind)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, UUID | datetime):

@@ -5,18 +5,19 @@ from __future__ import annotations
 from wallet_server.domain import LedgerEvent
 from wallet_server.services._codec import encode
 from wallet_server.services._unit_of_work import UnitOfWork
+from wallet_server.storage.repositories import EventRow
+
+
+def event_row(event: LedgerEvent) -> EventRow:
+    """The outbox row of ``event``: routed by its accounts and partner."""
+    return (
+        event.type.value,
+        event.partner_id,
+        [a.account_id for a in event.accounts],
+        encode(event),
+    )
 
 
 async def publish(uow: UnitOfWork, *events: LedgerEvent) -> None:
     """Append events to the outbox inside the unit of work: they commit with the change."""
-    await uow.events.append(
-        [
-            (
-                e.type.value,
-                e.partner_id,
-                [a.account_id for a in e.accounts],
-                encode(e),
-            )
-            for e in events
-        ]
-    )
+    await uow.events.append([event_row(e) for e in events])

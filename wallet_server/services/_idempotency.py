@@ -26,6 +26,7 @@ _REMEMBERED_ERRORS: dict[str, type[WalletError]] = {
     "FAILED_PRECONDITION": FailedPrecondition,
     "NOT_FOUND": NotFound,
 }
+REMEMBERED_ERRORS = tuple(_REMEMBERED_ERRORS.values())
 
 
 def fingerprint(method: str, command: Any) -> bytes:
@@ -60,32 +61,48 @@ async def run_once(
     )
     if prior is not None:
         if prior.fingerprint != digest:
-            raise FailedPrecondition(
-                "request_id was already used with a different request",
-                reason=Reason.IDEMPOTENCY_KEY_REUSED,
-            )
-        return _replay(prior.response, result_type)
+            raise key_reused()
+        outcome = replay(prior.response, result_type)
+        if isinstance(outcome, WalletError):
+            raise outcome
+        return outcome
     try:
         async with uow.savepoint():
             result = await execute()
-    except tuple(_REMEMBERED_ERRORS.values()) as exc:
+    except REMEMBERED_ERRORS as exc:
         await uow.idempotency.store_response(
-            principal=principal,
-            request_id=request_id,
-            response={
-                "error": {"status": exc.status_name, "reason": exc.reason, "message": exc.message}
-            },
+            principal=principal, request_id=request_id, response=refusal_response(exc)
         )
         await uow.commit(code=exc.status_name)
         raise
     await uow.idempotency.store_response(
-        principal=principal, request_id=request_id, response={"result": encode(result)}
+        principal=principal, request_id=request_id, response=success_response(result)
     )
     return result
 
 
-def _replay(response: Any, result_type: type[T]) -> T:
+def key_reused() -> FailedPrecondition:
+    return FailedPrecondition(
+        "request_id was already used with a different request",
+        reason=Reason.IDEMPOTENCY_KEY_REUSED,
+    )
+
+
+def refusal_response(exc: WalletError) -> dict[str, Any]:
+    """The stored form of a remembered refusal."""
+    return {"error": {"status": exc.status_name, "reason": exc.reason, "message": exc.message}}
+
+
+def success_response(result: Any) -> dict[str, Any]:
+    return {"result": encode(result)}
+
+
+def replay(response: Any, result_type: type[T]) -> T | WalletError:
+    """What the first run returned, or the refusal it raised (to be raised again)."""
     if "error" in response:
         error = response["error"]
-        raise _REMEMBERED_ERRORS[error["status"]](error["message"], reason=error["reason"])
+        refusal: WalletError = _REMEMBERED_ERRORS[error["status"]](
+            error["message"], reason=error["reason"]
+        )
+        return refusal
     return decode_as(result_type, response["result"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -170,8 +171,11 @@ class EventHub:
                     for sub in subs:
                         sub.wake_to_catch_up()
         while True:
+            if not self._by_account and not self._by_partner:
+                await self._skip_unwatched()
+                return
             async with UnitOfWork(self._engine) as uow:
-                rows = await uow.events.read(after=self._top, limit=CATCH_UP_PAGE)
+                rows = await uow.events.read_for_dispatch(after=self._top, limit=CATCH_UP_PAGE)
             if not rows:
                 return
             for row in rows:
@@ -180,11 +184,22 @@ class EventHub:
                 ]
                 if row.partner_id is not None:
                     interested += self._by_partner.get(row.partner_id, ())
-                if interested:
-                    item = SequencedEvent(row.sequence, decode_event(row.payload))
+                if interested:  # only these payloads are parsed
+                    item = SequencedEvent(row.sequence, decode_event(json.loads(row.payload)))
                     for sub in interested:
                         sub.offer(item)
                 self._top = row.sequence
+
+    async def _skip_unwatched(self) -> None:
+        """Nobody watches: move the starting point without reading the events.
+
+        The top is read first and the subscriptions checked after: a stream that subscribes
+        later catches up from the database, which by then holds everything up to that top.
+        """
+        async with UnitOfWork(self._engine) as uow:
+            top = await uow.events.top_sequence()
+        if not self._by_account and not self._by_partner:
+            self._top = max(self._top, top)
 
     def subscribe(
         self, *, account_id: UUID | None = None, partner_id: UUID | None = None

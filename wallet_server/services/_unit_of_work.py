@@ -21,6 +21,7 @@ from wallet_server.storage.repositories import (
     PrincipalRepository,
     PromotionRepository,
     StatementRepository,
+    TransferGroupRepository,
     UserRepository,
     VerificationRepository,
     WithdrawalRepository,
@@ -114,6 +115,12 @@ class UnitOfWork:
         if self._conn is None:
             raise RuntimeError("unit of work used outside 'async with'")
         return self._conn
+
+    async def transfer_groups(self) -> TransferGroupRepository:
+        """Set-based reads and writes for transfer groups, on this transaction's driver
+        connection (the hot path skips the SQL toolkit's per-statement work)."""
+        raw = await self.connection.get_raw_connection()
+        return TransferGroupRepository(raw.driver_connection)
 
     def savepoint(self) -> AsyncTransaction:
         """``async with uow.savepoint():`` undoes only the block's writes if it raises."""

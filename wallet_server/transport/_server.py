@@ -36,6 +36,7 @@ from wallet_server.services import (
     EventHub,
     ExpireOrders,
     RevocationList,
+    TransferGroups,
     UnitOfWork,
     expire_orders,
     purge_idempotency_records,
@@ -133,6 +134,7 @@ class WalletServer:
         idempotency_retention: timedelta,
         clock: Clock,
         hub: EventHub,
+        transfers: TransferGroups,
     ) -> None:
         self.grpc_server = server
         self._engine = engine
@@ -140,10 +142,12 @@ class WalletServer:
         self._retention = idempotency_retention
         self._clock = clock
         self.hub = hub
+        self.transfers = transfers
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.hub.start()
+        self.transfers.start()
         await self.grpc_server.start()
         await self._check_database()
         self._background = [
@@ -161,6 +165,7 @@ class WalletServer:
                 await task
         await self._set_serving(False)
         await self.grpc_server.stop(grace)
+        await self.transfers.stop()
         await self.hub.stop()
 
     async def wait_for_termination(self) -> None:
@@ -259,6 +264,7 @@ def create_server(
         ],
     )
     hub = EventHub(engine, settings.database_url)
+    transfers = TransferGroups(lambda: UnitOfWork(engine, clock=clock))
     deps = Servicers(
         engine=engine,
         policy=policy,
@@ -266,6 +272,7 @@ def create_server(
         authenticator=authenticator,
         secrets=SecretBox(settings.secret_keys, settings.secret_active_key_id),
         hub=hub,
+        transfers=transfers,
     )
     # The generated stubs mark every RPC abstract; RPCs a servicer does not define answer
     # UNIMPLEMENTED (with ErrorInfo) through the base class at run time.
@@ -296,5 +303,6 @@ def create_server(
         idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
         clock=clock,
         hub=hub,
+        transfers=transfers,
     )
     return wallet_server, ServerPorts(public, mtls)

@@ -18,6 +18,13 @@ from wallet_server.storage.repositories._statements import (
     StatementRepository,
     StatementTotals,
 )
+from wallet_server.storage.repositories._transfer_groups import (
+    EventRow,
+    GroupReads,
+    GroupWrites,
+    IdempotencyKey,
+    TransferGroupRepository,
+)
 from wallet_server.storage.repositories._users import (
     LoginThrottle,
     RefreshTokenRow,
@@ -34,7 +41,11 @@ __all__ = [
     "AuditEntry",
     "AuditRepository",
     "EventRepository",
+    "EventRow",
     "ExchangeRepository",
+    "GroupReads",
+    "GroupWrites",
+    "IdempotencyKey",
     "IdempotencyRepository",
     "LedgerRepository",
     "LoginThrottle",
@@ -50,6 +61,7 @@ __all__ = [
     "StoredEvent",
     "StoredResponse",
     "TransactionPage",
+    "TransferGroupRepository",
     "UserCredentials",
     "UserRepository",
     "VerificationRepository",

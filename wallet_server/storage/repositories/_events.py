@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import Text, cast, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -89,6 +89,25 @@ class EventRepository:
             await self._conn.execute(text("SELECT coalesce(max(sequence), 0) FROM outbox"))
         ).one()
         return int(row[0])
+
+    async def read_for_dispatch(self, *, after: int, limit: int) -> list[StoredEvent]:
+        """Numbered events after ``after``, in order, with the payload as unparsed JSON text
+        (a dispatcher parses only the ones somebody wants)."""
+        stmt = (
+            select(
+                outbox.c.sequence,
+                outbox.c.account_ids,
+                outbox.c.partner_id,
+                cast(outbox.c.payload, Text).label("payload"),
+            )
+            .where(outbox.c.sequence > after)
+            .order_by(outbox.c.sequence)
+            .limit(limit)
+        )
+        return [
+            StoredEvent(row.sequence, tuple(row.account_ids), row.partner_id, row.payload)
+            for row in await self._conn.execute(stmt)
+        ]
 
     async def read(
         self,

@@ -13,7 +13,14 @@ from wallet_server.domain import (
     UserPrincipal,
 )
 from wallet_server.security import SecretBox
-from wallet_server.services import Authenticator, AuthPolicy, Clock, EventHub, UnitOfWork
+from wallet_server.services import (
+    Authenticator,
+    AuthPolicy,
+    Clock,
+    EventHub,
+    TransferGroups,
+    UnitOfWork,
+)
 from wallet_server.transport._interceptors import current_principal
 
 
@@ -25,6 +32,7 @@ class Servicers:
     authenticator: Authenticator
     secrets: SecretBox  # seals secrets at rest (payout destinations)
     hub: EventHub  # live events for the watch streams
+    transfers: TransferGroups  # group commit for Transfer
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, clock=self.clock)

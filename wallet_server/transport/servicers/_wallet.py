@@ -138,8 +138,8 @@ class WalletServicer(
             ),
         )
         amount: Money = parsed.pop("amount")
-        tx = await services.transfer(
-            services.Transfer(caller=user_caller(), amount=amount, **parsed), self._deps.uow()
+        tx = await self._deps.transfers.transfer(
+            services.Transfer(caller=user_caller(), amount=amount, **parsed)
         )
         return wallet_pb2.TransferResponse(transaction=transaction_to_proto(tx))
 

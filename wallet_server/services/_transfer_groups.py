@@ -1,0 +1,300 @@
+"""Group commit for transfers: concurrent ``Transfer`` calls share one database transaction.
+
+Calls that arrive while a group is being written queue up and form the next group, so under
+load a group holds many transfers and at rest just one (no added wait). Each transfer is
+decided on its own, in arrival order, against balances that include the transfers decided
+before it, and every caller is answered only after the group's commit. The group's reads
+are one round trip and its writes another, whatever its size.
+
+A group that fails as a whole for any reason other than a transient conflict (retried as a
+group) or an unreachable database is not retried as a group: each of its calls then runs
+alone through :func:`transfer`, so one bad request cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from wallet_server.domain import (
+    Account,
+    AccountKind,
+    EventType,
+    NotFound,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+    WalletError,
+    normalize_username,
+    plan_transfer,
+    transaction_event,
+)
+from wallet_server.services._accounts import account_not_found
+from wallet_server.services._call import CallRecord, current_call
+from wallet_server.services._commands import Transfer
+from wallet_server.services._events import event_row
+from wallet_server.services._idempotency import (
+    REMEMBERED_ERRORS,
+    fingerprint,
+    key_reused,
+    refusal_response,
+    replay,
+    success_response,
+)
+from wallet_server.services._movements import transfer
+from wallet_server.services._retry import retry_on_conflict
+from wallet_server.services._unit_of_work import UnitOfWork
+from wallet_server.storage.repositories import GroupReads, GroupWrites, IdempotencyKey
+
+__all__ = ["GroupedTransfer", "TransferGroups", "transfer_group"]
+
+_log = logging.getLogger(__name__)
+
+_METHOD = "Transfer"
+MAX_GROUP = 512  # bounds one statement's arrays and one transaction's lock set
+
+Outcome = Transaction | WalletError
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedTransfer:
+    command: Transfer
+    call: CallRecord | None  # the call to audit in the group's transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A grouped transfer's outcome and the resources its audit row names."""
+
+    outcome: Outcome
+    resources: tuple[str, ...]
+
+
+def _key(cmd: Transfer) -> IdempotencyKey:
+    return (cmd.caller.key, cmd.request_id)
+
+
+@retry_on_conflict
+async def transfer_group(group: Sequence[GroupedTransfer], uow: UnitOfWork) -> list[Decided]:
+    """Decide and commit a group of transfers with distinct idempotency keys, in order."""
+    keys = {_key(g.command): fingerprint(_METHOD, g.command) for g in group}
+    if len(keys) != len(group):
+        raise ValueError("a transfer group must not hold one idempotency key twice")
+    async with uow:
+        store = await uow.transfer_groups()
+        reads = await store.claim_and_lock(
+            method=_METHOD,
+            keys=keys,
+            account_ids=[
+                account_id
+                for g in group
+                for account_id in (g.command.from_account_id, g.command.to_account_id)
+                if account_id is not None
+            ],
+            names=[
+                (normalize_username(g.command.to_username), g.command.amount.currency)
+                for g in group
+                if g.command.to_username is not None
+            ],
+        )
+        decider = _Decider(reads, keys, uow)
+        decided = [decider.decide(g) for g in group]
+        await store.write(decider.writes)
+        await uow.commit()
+    return decided
+
+
+class _Decider:
+    """Decides grouped transfers one by one against running balances; collects the writes."""
+
+    def __init__(
+        self, reads: GroupReads, fingerprints: dict[IdempotencyKey, bytes], uow: UnitOfWork
+    ) -> None:
+        self._reads = reads
+        self._fingerprints = fingerprints
+        self._accounts: dict[UUID, Account] = dict(reads.accounts)
+        self._uow = uow
+        self.writes = GroupWrites()
+
+    def decide(self, grouped: GroupedTransfer) -> Decided:
+        cmd = grouped.command
+        resources = [str(cmd.from_account_id)]
+        if cmd.to_account_id is not None:
+            resources.append(str(cmd.to_account_id))
+        outcome = self._outcome(cmd)
+        if isinstance(outcome, Transaction):
+            resources += [str(outcome.to_account_id), str(outcome.transaction_id)]
+        code = outcome.status_name if isinstance(outcome, WalletError) else "OK"
+        if grouped.call is not None:
+            self.writes.audit.append(grouped.call.entry(code, more_resources=resources))
+        return Decided(outcome, tuple(resources))
+
+    def _outcome(self, cmd: Transfer) -> Outcome:
+        key = _key(cmd)
+        prior = self._reads.stored.get(key)
+        if prior is not None:
+            if prior.fingerprint != self._fingerprints[key]:
+                return key_reused()
+            return replay(prior.response, Transaction)
+        try:
+            tx = self._move(cmd)
+        except REMEMBERED_ERRORS as exc:
+            self.writes.responses[key] = refusal_response(exc)
+            return exc
+        except WalletError as exc:  # bad input: not remembered, the key is free again
+            self.writes.released.append(key)
+            return exc
+        self.writes.responses[key] = success_response(tx)
+        return tx
+
+    def _move(self, cmd: Transfer) -> Transaction:
+        destination_id = self._destination_id(cmd)
+        source = self._accounts.get(cmd.from_account_id)
+        if source is None or source.owner_user_id != cmd.caller.user_id:
+            raise account_not_found(cmd.from_account_id)
+        destination = self._accounts.get(destination_id)
+        if destination is None or destination.kind is not AccountKind.USER:
+            raise account_not_found(destination_id)
+        legs = plan_transfer(source, destination, cmd.amount)
+        now = self._uow.now()
+        tx = Transaction(
+            transaction_id=self._uow.new_id(),
+            kind=TransactionKind.TRANSFER,
+            status=TransactionStatus.POSTED,
+            amount=cmd.amount,
+            from_account_id=source.account_id,
+            to_account_id=destination_id,
+            memo=cmd.memo,
+            external_reference="",
+            created_at=now,
+            posted_at=now,
+            postings=legs,
+        )
+        changed: dict[UUID, Account] = {}
+        for leg in legs:
+            before = self._accounts[leg.account_id]
+            changed[leg.account_id] = dataclasses.replace(before, posted=before.posted + leg.amount)
+        self._accounts.update(changed)
+        self.writes.transactions.append((tx, cmd.caller.key))
+        self.writes.events.append(
+            event_row(transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
+        )
+        return tx
+
+    def _destination_id(self, cmd: Transfer) -> UUID:
+        if cmd.to_account_id is not None:
+            return cmd.to_account_id
+        assert cmd.to_username is not None
+        found = self._reads.named.get((normalize_username(cmd.to_username), cmd.amount.currency))
+        if found is None:
+            raise NotFound(f"no {cmd.amount.currency} account for user {cmd.to_username!r}")
+        return found
+
+
+class _GroupFailed(Exception):
+    """The group could not be written; the call is run alone instead."""
+
+
+@dataclass(slots=True)
+class _Waiting:
+    grouped: GroupedTransfer
+    answer: asyncio.Future[Decided]
+
+
+class TransferGroups:
+    """Gathers concurrent transfers into groups; one group is written at a time."""
+
+    def __init__(self, new_uow: Callable[[], UnitOfWork], *, max_group: int = MAX_GROUP) -> None:
+        self._new_uow = new_uow
+        self._max_group = max_group
+        self._queue: deque[_Waiting] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        # A fresh context: the writer must not inherit the audit record of whichever call
+        # happened to be running when the server started it.
+        self._task = asyncio.create_task(self._run(), context=contextvars.Context())
+
+    async def stop(self) -> None:
+        """Finish the queued transfers, then stop; later transfers run alone."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def transfer(self, cmd: Transfer) -> Transaction:
+        """Run ``cmd`` in the next group; answered after that group commits."""
+        if self._task is None or self._closing:
+            return await transfer(cmd, self._new_uow())
+        call = current_call()
+        answer: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(GroupedTransfer(cmd, call), answer))
+        self._wake.set()
+        try:
+            decided = await answer
+        except _GroupFailed:
+            return await transfer(cmd, self._new_uow())
+        if call is not None:
+            call.resource_ids.extend(decided.resources)
+            call.audited = True
+        if isinstance(decided.outcome, WalletError):
+            raise decided.outcome
+        return decided.outcome
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            group = self._take()
+            if group:
+                await self._write(group)
+
+    def _take(self) -> list[_Waiting]:
+        """The next group, in arrival order: up to the size bound or a repeated key (which
+        waits for the next group, so it replays the first one's outcome)."""
+        group: list[_Waiting] = []
+        keys: set[IdempotencyKey] = set()
+        while self._queue and len(group) < self._max_group:
+            waiting = self._queue[0]
+            if waiting.answer.done():  # the caller gave up before its group formed
+                self._queue.popleft()
+                continue
+            key = _key(waiting.grouped.command)
+            if key in keys:
+                break
+            keys.add(key)
+            group.append(self._queue.popleft())
+        return group
+
+    async def _write(self, group: list[_Waiting]) -> None:
+        try:
+            decided = await transfer_group([w.grouped for w in group], self._new_uow())
+        except WalletError as exc:  # e.g. the database is unavailable: the same for all
+            for waiting in group:
+                _answer_error(waiting, exc)
+        except Exception:
+            _log.exception("transfer group of %d failed; running its calls one by one", len(group))
+            for waiting in group:
+                _answer_error(waiting, _GroupFailed())
+        else:
+            for waiting, outcome in zip(group, decided, strict=True):
+                if not waiting.answer.done():
+                    waiting.answer.set_result(outcome)
+
+
+def _answer_error(waiting: _Waiting, exc: Exception) -> None:
+    if not waiting.answer.done():
+        waiting.answer.set_exception(exc)

@@ -1,0 +1,351 @@
+"""Set-based reads and writes for a group of transfers decided together (group commit).
+
+Works on the raw psycopg connection in pipeline mode: the reads of a whole group (claim the
+idempotency keys, resolve usernames, lock every account) are one round trip, and its writes
+(transactions with their postings and balances, stored responses, events, audit rows) are
+another. A group is any number of transfers; the cost per transfer falls as it grows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from wallet_server.domain import Account, AccountKind, Transaction
+from wallet_server.storage.repositories._audit import NewAuditEntry
+from wallet_server.storage.repositories._idempotency import StoredResponse
+
+IdempotencyKey = tuple[str, UUID]  # (principal, request_id)
+
+# Claim every new key; report the stored record of every key already taken. The keys are
+# inserted in sorted order, so concurrent groups wait on each other's keys in one order.
+_CLAIM = """
+    WITH input AS (
+        SELECT k.principal, k.request_id, k.fingerprint
+        FROM unnest(%(principals)b::text[], %(request_ids)b::uuid[], %(fingerprints)b::bytea[])
+            AS k(principal, request_id, fingerprint)
+    ),
+    claimed AS (
+        INSERT INTO idempotency_keys (principal, request_id, method, fingerprint)
+        SELECT input.principal, input.request_id, %(method)b, input.fingerprint
+        FROM input ORDER BY input.principal, input.request_id
+        ON CONFLICT DO NOTHING
+        RETURNING principal, request_id
+    )
+    SELECT claimed.principal, claimed.request_id, true, NULL::bytea, NULL::jsonb
+    FROM claimed
+    UNION ALL
+    SELECT k.principal, k.request_id, false, k.fingerprint, k.response
+    FROM idempotency_keys AS k
+    JOIN input ON input.principal = k.principal AND input.request_id = k.request_id
+"""
+
+# Keys that a concurrent transaction committed after the claim statement's snapshot.
+_READ_KEYS = """
+    SELECT k.principal, k.request_id, k.fingerprint, k.response
+    FROM idempotency_keys AS k
+    JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
+        ON i.principal = k.principal AND i.request_id = k.request_id
+"""
+
+# (username, currency) -> the user's first-opened account in that currency.
+_NAMED_ACCOUNTS = """
+    SELECT DISTINCT ON (u.username, a.currency) u.username, a.currency, a.account_id
+    FROM unnest(%(usernames)b::text[], %(currencies)b::text[]) AS n(username, currency)
+    JOIN users AS u ON u.username = n.username
+    JOIN accounts AS a ON a.owner_user_id = u.user_id AND a.currency = n.currency
+    ORDER BY u.username, a.currency, a.created_at, a.account_id
+"""
+
+_ACCOUNT_COLUMNS = (
+    "a.account_id, a.kind, a.currency, a.owner_user_id, a.partner_id, a.posted, "
+    "a.pending_out, a.frozen, a.created_at"
+)
+
+# Every account the group touches, locked in id order like every other writer does.
+_LOCK = f"""
+    SELECT {_ACCOUNT_COLUMNS}
+    FROM accounts AS a
+    WHERE a.account_id = ANY(%(account_ids)b::uuid[])
+        OR a.account_id IN (
+            SELECT acc.account_id
+            FROM unnest(%(usernames)b::text[], %(currencies)b::text[]) AS n(username, currency)
+            JOIN users AS u ON u.username = n.username
+            JOIN accounts AS acc ON acc.owner_user_id = u.user_id AND acc.currency = n.currency
+        )
+    ORDER BY a.account_id
+    FOR UPDATE OF a
+"""
+
+_RECORD = """
+    WITH tx AS (
+        INSERT INTO transactions (transaction_id, kind, status, currency, amount,
+            from_account_id, to_account_id, memo, external_reference, initiator,
+            created_at, posted_at, partner_id)
+        SELECT t.transaction_id, t.kind, t.status, t.currency, t.amount, t.from_account_id,
+            t.to_account_id, t.memo, t.external_reference, t.initiator, t.created_at,
+            t.posted_at, t.partner_id
+        FROM unnest(%(transaction_ids)b::uuid[], %(kinds)b::text[], %(statuses)b::text[],
+            %(currencies)b::text[], %(amounts)b::bigint[], %(from_account_ids)b::uuid[],
+            %(to_account_ids)b::uuid[], %(memos)b::text[], %(external_references)b::text[],
+            %(initiators)b::text[], %(times)b::timestamptz[], %(posted_ats)b::timestamptz[],
+            %(partner_ids)b::uuid[])
+            WITH ORDINALITY AS t(transaction_id, kind, status, currency, amount,
+                from_account_id, to_account_id, memo, external_reference, initiator,
+                created_at, posted_at, partner_id, n)
+        ORDER BY t.n
+        RETURNING transaction_id
+    ),
+    legs AS (
+        INSERT INTO postings (transaction_id, account_id, amount, currency, created_at)
+        SELECT leg.transaction_id, leg.account_id, leg.amount, leg.currency, leg.created_at
+        FROM unnest(%(leg_transactions)b::uuid[], %(leg_accounts)b::uuid[],
+            %(leg_amounts)b::bigint[], %(leg_currencies)b::text[], %(leg_times)b::timestamptz[])
+            WITH ORDINALITY AS leg(transaction_id, account_id, amount, currency, created_at, n)
+        JOIN tx ON tx.transaction_id = leg.transaction_id
+        ORDER BY leg.n
+    )
+    UPDATE accounts AS a SET posted = a.posted + d.posted
+    FROM unnest(%(delta_accounts)b::uuid[], %(delta_posted)b::bigint[]) AS d(account_id, posted)
+    WHERE a.account_id = d.account_id
+"""
+
+_STORE_RESPONSES = """
+    UPDATE idempotency_keys AS k SET response = r.response
+    FROM unnest(%(principals)b::text[], %(request_ids)b::uuid[], %(responses)b::text[]::jsonb[])
+        AS r(principal, request_id, response)
+    WHERE k.principal = r.principal AND k.request_id = r.request_id
+"""
+
+# Claims of calls refused for bad input: such refusals are not remembered.
+_RELEASE_KEYS = """
+    DELETE FROM idempotency_keys AS k
+    USING unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS r(principal, request_id)
+    WHERE k.principal = r.principal AND k.request_id = r.request_id
+"""
+
+_APPEND_EVENTS = """
+    INSERT INTO outbox (type, partner_id, account_ids, payload)
+    SELECT e.type, e.partner_id, string_to_array(e.accounts, ' ')::uuid[], e.payload
+    FROM unnest(%(types)b::text[], %(partner_ids)b::uuid[], %(accounts)b::text[],
+        %(payloads)b::text[]::jsonb[])
+        WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
+    ORDER BY e.n
+"""
+
+_APPEND_AUDIT = """
+    INSERT INTO audit_log (call_id, occurred_at, principal, method, resource_ids, code,
+        latency_us, peer, request_id)
+    SELECT e.call_id, e.occurred_at, e.principal, e.method,
+        CASE WHEN e.resources = '' THEN '{}'::text[] ELSE string_to_array(e.resources, ' ') END,
+        e.code, e.latency_us, e.peer, e.request_id
+    FROM unnest(%(call_ids)b::uuid[], %(occurred_ats)b::timestamptz[], %(principals)b::text[],
+        %(methods)b::text[], %(resources)b::text[], %(codes)b::text[],
+        %(latencies)b::bigint[], %(peers)b::text[], %(request_ids)b::text[])
+        WITH ORDINALITY AS e(call_id, occurred_at, principal, method, resources, code,
+            latency_us, peer, request_id, n)
+    ORDER BY e.n
+    ON CONFLICT (call_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReads:
+    """What a group needs to decide: earlier outcomes, destinations by name, locked accounts."""
+
+    stored: dict[IdempotencyKey, StoredResponse]  # keys used before; every other is claimed
+    named: dict[tuple[str, str], UUID]  # (username, currency) -> account
+    accounts: dict[UUID, Account]
+
+
+# An outbox row: (type, partner_id, account_ids, payload), as EventRepository.append takes.
+EventRow = tuple[str, UUID | None, Sequence[UUID], Any]
+
+
+@dataclass(slots=True)
+class GroupWrites:
+    """Everything a decided group writes, in decision order."""
+
+    transactions: list[tuple[Transaction, str]] = field(default_factory=list)  # (tx, initiator)
+    responses: dict[IdempotencyKey, Any] = field(default_factory=dict)
+    released: list[IdempotencyKey] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    audit: list[NewAuditEntry] = field(default_factory=list)
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(
+        account_id=row[0],
+        kind=AccountKind(row[1]),
+        currency=row[2],
+        owner_user_id=row[3],
+        partner_id=row[4],
+        posted=row[5],
+        pending_out=row[6],
+        frozen=row[7],
+        created_at=row[8],
+    )
+
+
+class TransferGroupRepository:
+    """Reads and writes for a group of transfers; ``conn`` is the unit of work's psycopg
+    connection, inside its transaction."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def claim_and_lock(
+        self,
+        *,
+        method: str,
+        keys: dict[IdempotencyKey, bytes],
+        account_ids: Sequence[UUID],
+        names: Sequence[tuple[str, str]],
+    ) -> GroupReads:
+        """Claim ``keys`` (key -> request fingerprint), resolve ``names`` (username,
+        currency) and lock every account involved, in one round trip."""
+        ordered = sorted(keys)
+        usernames = [n for n, _ in names]
+        currencies = [c for _, c in names]
+        async with self._conn.pipeline():
+            claim = self._conn.cursor()
+            await claim.execute(
+                _CLAIM,
+                {
+                    "method": method,
+                    "principals": [p for p, _ in ordered],
+                    "request_ids": [r for _, r in ordered],
+                    "fingerprints": [keys[k] for k in ordered],
+                },
+            )
+            named = self._conn.cursor()
+            await named.execute(_NAMED_ACCOUNTS, {"usernames": usernames, "currencies": currencies})
+            lock = self._conn.cursor()
+            await lock.execute(
+                _LOCK,
+                {
+                    "account_ids": sorted(set(account_ids)),
+                    "usernames": usernames,
+                    "currencies": currencies,
+                },
+            )
+        stored: dict[IdempotencyKey, StoredResponse] = {}
+        missing = set(keys)
+        for principal, request_id, claimed, fingerprint, response in await claim.fetchall():
+            missing.discard((principal, request_id))
+            if not claimed:
+                stored[(principal, request_id)] = StoredResponse(
+                    method, bytes(fingerprint), response
+                )
+        if missing:
+            stored.update(await self._read_late(missing, method))
+        return GroupReads(
+            stored=stored,
+            named={(u, c): a for u, c, a in await named.fetchall()},
+            accounts={row[0]: _account(row) for row in await lock.fetchall()},
+        )
+
+    async def _read_late(
+        self, keys: set[IdempotencyKey], method: str
+    ) -> dict[IdempotencyKey, StoredResponse]:
+        """Keys a concurrent transaction took and committed while the claim waited on it."""
+        cur = self._conn.cursor()
+        await cur.execute(
+            _READ_KEYS,
+            {"principals": [p for p, _ in keys], "request_ids": [r for _, r in keys]},
+        )
+        found = {
+            (p, r): StoredResponse(method, bytes(f), resp) for p, r, f, resp in await cur.fetchall()
+        }
+        if len(found) != len(keys):
+            # Purged between the statements: the unit of work retries the whole group.
+            raise RuntimeError("idempotency keys neither claimable nor readable")
+        return found
+
+    async def write(self, writes: GroupWrites) -> None:
+        """Apply a decided group in one round trip (the caller then commits)."""
+        async with self._conn.pipeline():
+            if writes.transactions:
+                await self._conn.execute(_RECORD, _record_params(writes.transactions))
+            if writes.responses:
+                ordered = sorted(writes.responses)
+                await self._conn.execute(
+                    _STORE_RESPONSES,
+                    {
+                        "principals": [p for p, _ in ordered],
+                        "request_ids": [r for _, r in ordered],
+                        "responses": [json.dumps(writes.responses[k]) for k in ordered],
+                    },
+                )
+            if writes.released:
+                await self._conn.execute(
+                    _RELEASE_KEYS,
+                    {
+                        "principals": [p for p, _ in writes.released],
+                        "request_ids": [r for _, r in writes.released],
+                    },
+                )
+            if writes.events:
+                await self._conn.execute(_APPEND_EVENTS, _event_params(writes.events))
+            if writes.audit:
+                await self._conn.execute(_APPEND_AUDIT, _audit_params(writes.audit))
+
+
+def _record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]]:
+    deltas: dict[UUID, int] = {}
+    legs = [(tx, leg) for tx, _ in txs for leg in tx.postings]
+    for _, leg in legs:
+        deltas[leg.account_id] = deltas.get(leg.account_id, 0) + leg.amount
+    ordered = sorted(deltas)  # the order the locks were taken in
+    return {
+        "transaction_ids": [tx.transaction_id for tx, _ in txs],
+        "kinds": [tx.kind.value for tx, _ in txs],
+        "statuses": [tx.status.value for tx, _ in txs],
+        "currencies": [tx.amount.currency for tx, _ in txs],
+        "amounts": [tx.amount.amount_minor for tx, _ in txs],
+        "from_account_ids": [tx.from_account_id for tx, _ in txs],
+        "to_account_ids": [tx.to_account_id for tx, _ in txs],
+        "memos": [tx.memo for tx, _ in txs],
+        "external_references": [tx.external_reference for tx, _ in txs],
+        "initiators": [initiator for _, initiator in txs],
+        "times": [tx.created_at for tx, _ in txs],
+        "posted_ats": [tx.posted_at for tx, _ in txs],
+        "partner_ids": [tx.partner_id for tx, _ in txs],
+        "leg_transactions": [tx.transaction_id for tx, _ in legs],
+        "leg_accounts": [leg.account_id for _, leg in legs],
+        "leg_amounts": [leg.amount for _, leg in legs],
+        "leg_currencies": [leg.currency or tx.amount.currency for tx, leg in legs],
+        "leg_times": [tx.posted_at or tx.created_at for tx, _ in legs],
+        "delta_accounts": ordered,
+        "delta_posted": [deltas[a] for a in ordered],
+    }
+
+
+def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:
+    # Account ids travel as one space-separated string per row (arrays of arrays must be
+    # rectangular in PostgreSQL, and rows touch one or two accounts).
+    return {
+        "types": [t for t, _, _, _ in events],
+        "partner_ids": [p for _, p, _, _ in events],
+        "accounts": [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events],
+        "payloads": [json.dumps(payload) for _, _, _, payload in events],
+    }
+
+
+def _audit_params(entries: Sequence[NewAuditEntry]) -> dict[str, list[Any]]:
+    # Resource ids are uuids and similar tokens without spaces: one string per row keeps
+    # the array-of-arrays out of the parameters.
+    return {
+        "call_ids": [e.call_id for e in entries],
+        "occurred_ats": [e.occurred_at for e in entries],
+        "principals": [e.principal for e in entries],
+        "methods": [e.method for e in entries],
+        "resources": [" ".join(e.resource_ids) for e in entries],
+        "codes": [e.code for e in entries],
+        "latencies": [e.latency_us for e in entries],
+        "peers": [e.peer for e in entries],
+        "request_ids": [e.request_id for e in entries],
+    }
