@@ -8,29 +8,22 @@ import base64
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import secrets
 import shutil
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from wallet_server._logging import configure_logging
+from wallet_server._workers import OnServing, StartupError, WorkerError, run_server
 from wallet_server.config import ConfigError, Settings, load_settings
 from wallet_server.devdb import DevDatabaseError, EmbeddedDatabase, start_embedded_database
 
-_log = logging.getLogger("wallet_server")
-
 DEMO_PARTNER = "demo"
 DEMO_OPERATOR = "admin"
-
-
-class StartupError(Exception):
-    """Start-up failed for a reason the operator can fix; the message is one line."""
 
 
 def _dev_keys(data_dir: Path) -> dict[str, str]:
@@ -91,50 +84,37 @@ def _grpcurl_help(data_dir: Path, public: int, mtls: int) -> str:
     )
 
 
-async def _seed_dev(engine: Any) -> None:
+def _seed_dev(database_url: str) -> None:
     from wallet_server.domain import ALL_PARTNER_SCOPES
     from wallet_server.services import UnitOfWork, register_operator, register_partner
-
-    await register_operator(UnitOfWork(engine), DEMO_OPERATOR)
-    await register_partner(UnitOfWork(engine), DEMO_PARTNER, ALL_PARTNER_SCOPES)
-
-
-async def _serve(
-    settings: Settings, *, seed: bool, banner: Any = None, ready_file: Path | None = None
-) -> None:
     from wallet_server.storage import create_engine
-    from wallet_server.transport import create_server
 
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-    try:
-        if seed:
-            await _seed_dev(engine)
+    async def seed() -> None:
+        engine = create_engine(database_url, pool_size=1)
         try:
-            server, ports = create_server(settings, engine)
-        except (OSError, RuntimeError) as exc:
-            raise StartupError(
-                f"cannot listen on {settings.host}:{settings.port} / "
-                f"{settings.effective_mtls_host}:{settings.mtls_port} ({exc}); "
-                "is another server running? choose other ports with --port/--mtls-port"
-            ) from None
-        await server.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            await register_operator(UnitOfWork(engine), DEMO_OPERATOR)
+            await register_partner(UnitOfWork(engine), DEMO_PARTNER, ALL_PARTNER_SCOPES)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+
+
+def _announcer(
+    ready_file: Path | None, banner: Callable[[int, int], str] | None = None
+) -> OnServing:
+    """What to do once the server serves: print the banner, then write the ready file."""
+
+    def announce(public: int, mtls: int) -> None:
         if banner is not None:
-            print(banner(ports.public, ports.mtls), flush=True)
+            print(banner(public, mtls), flush=True)
         if ready_file is not None:
-            ports_json = json.dumps({"port": ports.public, "mtls_port": ports.mtls})
-            await asyncio.to_thread(ready_file.write_text, ports_json)
-        _log.info(json.dumps({"event": "serving", "port": ports.public, "mtls_port": ports.mtls}))
-        await stop.wait()
-        _log.info(
-            json.dumps({"event": "stopping", "grace_seconds": settings.shutdown_grace_seconds})
-        )
-        await server.stop(settings.shutdown_grace_seconds)
-    finally:
-        await engine.dispose()
+            # Written whole under another name, then renamed: a reader never sees half of it.
+            partial = ready_file.with_name(ready_file.name + ".partial")
+            partial.write_text(json.dumps({"port": public, "mtls_port": mtls}))
+            partial.replace(ready_file)
+
+    return announce
 
 
 def _run_migrations(url: str) -> None:
@@ -163,14 +143,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
         settings = _dev_settings(args, data_dir, url)
         configure_logging(settings.log_level)
         _run_migrations(settings.database_url)
-        asyncio.run(
-            _serve(
-                settings,
-                seed=True,
-                banner=lambda public, mtls: _grpcurl_help(data_dir, public, mtls),
-                ready_file=Path(args.ready_file) if args.ready_file else None,
-            )
+        # Once, before any worker starts: workers only serve.
+        _seed_dev(settings.database_url)
+        announce = _announcer(
+            _ready_file(args), lambda public, mtls: _grpcurl_help(data_dir, public, mtls)
         )
+        run_server(settings, workers=args.workers, on_serving=announce)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -187,9 +165,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise StartupError(f"cannot reach the database: {_one_line(exc)}") from None
     if not current:
         raise StartupError("the database schema is not current; run 'wallet-server migrate'")
-    asyncio.run(
-        _serve(settings, seed=False, ready_file=Path(args.ready_file) if args.ready_file else None)
-    )
+    workers = args.workers or os.cpu_count() or 1
+    run_server(settings, workers=workers, on_serving=_announcer(_ready_file(args)))
+
+
+def _ready_file(args: argparse.Namespace) -> Path | None:
+    return Path(args.ready_file) if args.ready_file else None
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return count
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -274,11 +265,23 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, help="public TLS port, default 50051 (0: any free)")
     dev.add_argument("--mtls-port", type=int, help="mutual-TLS port, default 50052 (0: any free)")
     dev.add_argument("--data-dir", default=".wallet-dev", help="database, certificates, keys")
+    dev.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="server processes sharing both ports, default 1",
+    )
     dev.add_argument("--ready-file", help=argparse.SUPPRESS)
     dev.set_defaults(handler=cmd_dev)
 
     serve = sub.add_parser("serve", help="run with a configuration file and WALLET_* env")
     serve.add_argument("--config", help="TOML file (settings may also come from WALLET_* env)")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="server processes sharing both ports, default one per CPU core; "
+        "each has its own pool of database_pool_size connections",
+    )
     serve.add_argument("--ready-file", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
@@ -317,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, DevDatabaseError, StartupError, ValueError) as exc:
+    except (ConfigError, DevDatabaseError, StartupError, WorkerError, ValueError) as exc:
         print(f"wallet-server: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
