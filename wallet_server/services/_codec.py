@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from functools import cache
@@ -18,31 +19,42 @@ from uuid import UUID
 T = TypeVar("T")
 
 
-@cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
 def encode(value: Any) -> Any:
+    """JSON-ready form of ``value`` (dataclasses become objects, ids and times strings)."""
+    if value is None:
+        return None
     kind = type(value)
-    # The common cases first, by exact type (an enum that is also a str is not ``str``).
-    if value is None or kind is str or kind is int or kind is bool:
-        return value
-    if kind is UUID:
-        return str(value)
+    encoder = _ENCODERS.get(kind)
+    if encoder is None:
+        encoder = _ENCODERS[kind] = _encoder_for(kind)
+    return encoder(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _encoder_for(kind: type) -> Callable[[Any], Any]:
+    """How to encode every value of exactly this type (worked out once per type)."""
     if dataclasses.is_dataclass(kind):
-        return {name: encode(getattr(value, name)) for name in _field_names(kind)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, UUID | datetime):
-        return str(value) if isinstance(value, UUID) else value.isoformat()
-    if isinstance(value, tuple | list):
-        return [encode(v) for v in value]
-    if isinstance(value, frozenset | set):
-        return sorted(encode(v) for v in value)
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    raise TypeError(f"cannot encode {type(value).__name__}")
+        names = tuple(f.name for f in dataclasses.fields(kind))
+        return lambda v: {name: encode(getattr(v, name)) for name in names}
+    if issubclass(kind, Enum):  # before str and int: a StrEnum encodes as its value
+        return lambda v: v.value
+    if issubclass(kind, UUID):
+        return str
+    if issubclass(kind, datetime):
+        return lambda v: v.isoformat()
+    if issubclass(kind, tuple | list):
+        return lambda v: [encode(x) for x in v]
+    if issubclass(kind, frozenset | set):
+        return lambda v: sorted(encode(x) for x in v)
+    if issubclass(kind, str | int | bool):
+        return _same
+    raise TypeError(f"cannot encode {kind.__name__}")
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {}
 
 
 @cache

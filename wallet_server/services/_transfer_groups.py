@@ -58,6 +58,9 @@ _log = logging.getLogger(__name__)
 
 _METHOD = "Transfer"
 MAX_GROUP = 512  # bounds one statement's arrays and one transaction's lock set
+# Groups written at once per process: while one waits for the database (its commit's flush
+# above all), the next one is being decided; more only adds lock waits between them.
+MAX_IN_FLIGHT = 2
 
 Outcome = Transaction | WalletError
 
@@ -208,14 +211,22 @@ class _Waiting:
 
 
 class TransferGroups:
-    """Gathers concurrent transfers into groups; one group is written at a time."""
+    """Gathers concurrent transfers into groups, written ``max_in_flight`` at a time."""
 
-    def __init__(self, new_uow: Callable[[], UnitOfWork], *, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self,
+        new_uow: Callable[[], UnitOfWork],
+        *,
+        max_group: int = MAX_GROUP,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
         self._new_uow = new_uow
         self._max_group = max_group
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._queue: deque[_Waiting] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
         self._closing = False
 
     def start(self) -> None:
@@ -254,13 +265,20 @@ class TransferGroups:
         while True:
             if not self._queue:
                 if self._closing:
+                    await asyncio.gather(*self._writers)
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Wait for a free slot before taking: the queue keeps filling meanwhile.
+            await self._slots.acquire()
             group = self._take()
-            if group:
-                await self._write(group)
+            if not group:
+                self._slots.release()
+                continue
+            writer = asyncio.create_task(self._write(group))
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
 
     def _take(self) -> list[_Waiting]:
         """The next group, in arrival order: up to the size bound or a repeated key (which
@@ -293,6 +311,8 @@ class TransferGroups:
             for waiting, outcome in zip(group, decided, strict=True):
                 if not waiting.answer.done():
                     waiting.answer.set_result(outcome)
+        finally:
+            self._slots.release()
 
 
 def _answer_error(waiting: _Waiting, exc: Exception) -> None:

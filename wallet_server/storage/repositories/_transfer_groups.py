@@ -1,9 +1,9 @@
 """Set-based reads and writes for a group of transfers decided together (group commit).
 
-Works on the raw psycopg connection in pipeline mode: the reads of a whole group (claim the
-idempotency keys, resolve usernames, lock every account) are one round trip, and its writes
-(transactions with their postings and balances, stored responses, events, audit rows) are
-another. A group is any number of transfers; the cost per transfer falls as it grows.
+Works on the raw psycopg connection: the reads of a whole group (claim the idempotency
+keys, resolve usernames, lock every account) are one statement, and its writes (transactions
+with their postings and balances, stored responses, events, audit rows) are another. A
+group is any number of transfers; the cost per transfer falls as it grows.
 """
 
 from __future__ import annotations
@@ -20,9 +20,21 @@ from wallet_server.storage.repositories._idempotency import StoredResponse
 
 IdempotencyKey = tuple[str, UUID]  # (principal, request_id)
 
-# Claim every new key; report the stored record of every key already taken. The keys are
-# inserted in sorted order, so concurrent groups wait on each other's keys in one order.
-_CLAIM = """
+_ACCOUNT_COLUMNS = (
+    "a.account_id, a.kind, a.currency, a.owner_user_id, a.partner_id, a.posted, "
+    "a.pending_out, a.frozen, a.created_at"
+)
+
+# Everything a group needs to decide, in one statement and one round trip:
+#  - claim every new idempotency key (inserted in sorted order, so concurrent groups wait on
+#    each other's keys in one order) and report the stored record of every key already
+#    taken (read from the snapshot before the insert, so never a key claimed here);
+#  - resolve (username, currency) destinations to the user's first-opened account;
+#  - lock every account involved, in id order like every other writer. The count over
+#    ``claimed`` runs once before the first lock is taken: a group never waits for a key
+#    while it holds account locks, so it cannot deadlock with a group that holds the key.
+# Rows are tagged: 'c' claimed, 's' stored, 'n' named destination, 'a' locked account.
+_CLAIM_AND_LOCK = f"""
     WITH input AS (
         SELECT k.principal, k.request_id, k.fingerprint
         FROM unnest(%(principals)b::text[], %(request_ids)b::uuid[], %(fingerprints)b::bytea[])
@@ -34,13 +46,45 @@ _CLAIM = """
         FROM input ORDER BY input.principal, input.request_id
         ON CONFLICT DO NOTHING
         RETURNING principal, request_id
+    ),
+    named AS (
+        SELECT DISTINCT ON (u.username, acc.currency)
+            u.username, acc.currency, acc.account_id
+        FROM unnest(%(usernames)b::text[], %(currencies)b::text[]) AS n(username, currency)
+        JOIN users AS u ON u.username = n.username
+        JOIN accounts AS acc ON acc.owner_user_id = u.user_id AND acc.currency = n.currency
+        ORDER BY u.username, acc.currency, acc.created_at, acc.account_id
+    ),
+    wanted AS (
+        SELECT unnest(%(account_ids)b::uuid[]) AS account_id
+        UNION
+        SELECT account_id FROM named
+    ),
+    locked AS (
+        SELECT {_ACCOUNT_COLUMNS}
+        FROM accounts AS a
+        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted))
+            AND (SELECT count(*) FROM claimed) >= 0
+        ORDER BY a.account_id
+        FOR UPDATE OF a
     )
-    SELECT claimed.principal, claimed.request_id, true, NULL::bytea, NULL::jsonb
-    FROM claimed
+    SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::jsonb,
+        NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
+        NULL::bigint, NULL::boolean, NULL::timestamptz
+    FROM claimed AS c
     UNION ALL
-    SELECT k.principal, k.request_id, false, k.fingerprint, k.response
+    SELECT 's', k.principal, k.request_id, k.fingerprint, k.response,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM idempotency_keys AS k
     JOIN input ON input.principal = k.principal AND input.request_id = k.request_id
+    UNION ALL
+    SELECT 'n', n.username, NULL, NULL, NULL,
+        n.account_id, NULL, n.currency, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM named AS n
+    UNION ALL
+    SELECT 'a', NULL, NULL, NULL, NULL, l.account_id, l.kind, l.currency, l.owner_user_id,
+        l.partner_id, l.posted, l.pending_out, l.frozen, l.created_at
+    FROM locked AS l
 """
 
 # Keys that a concurrent transaction committed after the claim statement's snapshot.
@@ -51,37 +95,8 @@ _READ_KEYS = """
         ON i.principal = k.principal AND i.request_id = k.request_id
 """
 
-# (username, currency) -> the user's first-opened account in that currency.
-_NAMED_ACCOUNTS = """
-    SELECT DISTINCT ON (u.username, a.currency) u.username, a.currency, a.account_id
-    FROM unnest(%(usernames)b::text[], %(currencies)b::text[]) AS n(username, currency)
-    JOIN users AS u ON u.username = n.username
-    JOIN accounts AS a ON a.owner_user_id = u.user_id AND a.currency = n.currency
-    ORDER BY u.username, a.currency, a.created_at, a.account_id
-"""
-
-_ACCOUNT_COLUMNS = (
-    "a.account_id, a.kind, a.currency, a.owner_user_id, a.partner_id, a.posted, "
-    "a.pending_out, a.frozen, a.created_at"
-)
-
-# Every account the group touches, locked in id order like every other writer does.
-_LOCK = f"""
-    SELECT {_ACCOUNT_COLUMNS}
-    FROM accounts AS a
-    WHERE a.account_id = ANY(%(account_ids)b::uuid[])
-        OR a.account_id IN (
-            SELECT acc.account_id
-            FROM unnest(%(usernames)b::text[], %(currencies)b::text[]) AS n(username, currency)
-            JOIN users AS u ON u.username = n.username
-            JOIN accounts AS acc ON acc.owner_user_id = u.user_id AND acc.currency = n.currency
-        )
-    ORDER BY a.account_id
-    FOR UPDATE OF a
-"""
-
 _RECORD = """
-    WITH tx AS (
+    tx AS (
         INSERT INTO transactions (transaction_id, kind, status, currency, amount,
             from_account_id, to_account_id, memo, external_reference, initiator,
             created_at, posted_at, partner_id)
@@ -107,49 +122,59 @@ _RECORD = """
             WITH ORDINALITY AS leg(transaction_id, account_id, amount, currency, created_at, n)
         JOIN tx ON tx.transaction_id = leg.transaction_id
         ORDER BY leg.n
-    )
-    UPDATE accounts AS a SET posted = a.posted + d.posted
-    FROM unnest(%(delta_accounts)b::uuid[], %(delta_posted)b::bigint[]) AS d(account_id, posted)
-    WHERE a.account_id = d.account_id
-"""
+    ),
+    balances AS (
+        UPDATE accounts AS a SET posted = a.posted + d.posted
+        FROM unnest(%(delta_accounts)b::uuid[], %(delta_posted)b::bigint[])
+            AS d(account_id, posted)
+        WHERE a.account_id = d.account_id
+    )"""
 
 _STORE_RESPONSES = """
-    UPDATE idempotency_keys AS k SET response = r.response
-    FROM unnest(%(principals)b::text[], %(request_ids)b::uuid[], %(responses)b::text[]::jsonb[])
-        AS r(principal, request_id, response)
-    WHERE k.principal = r.principal AND k.request_id = r.request_id
-"""
+    responses AS (
+        UPDATE idempotency_keys AS k SET response = r.response
+        FROM unnest(%(response_principals)b::text[], %(response_request_ids)b::uuid[],
+            %(responses)b::text[]::jsonb[]) AS r(principal, request_id, response)
+        WHERE k.principal = r.principal AND k.request_id = r.request_id
+    )"""
 
 # Claims of calls refused for bad input: such refusals are not remembered.
 _RELEASE_KEYS = """
-    DELETE FROM idempotency_keys AS k
-    USING unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS r(principal, request_id)
-    WHERE k.principal = r.principal AND k.request_id = r.request_id
-"""
+    released AS (
+        DELETE FROM idempotency_keys AS k
+        USING unnest(%(released_principals)b::text[], %(released_request_ids)b::uuid[])
+            AS r(principal, request_id)
+        WHERE k.principal = r.principal AND k.request_id = r.request_id
+    )"""
 
 _APPEND_EVENTS = """
-    INSERT INTO outbox (type, partner_id, account_ids, payload)
-    SELECT e.type, e.partner_id, string_to_array(e.accounts, ' ')::uuid[], e.payload
-    FROM unnest(%(types)b::text[], %(partner_ids)b::uuid[], %(accounts)b::text[],
-        %(payloads)b::text[]::jsonb[])
-        WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
-    ORDER BY e.n
-"""
+    events AS (
+        INSERT INTO outbox (type, partner_id, account_ids, payload)
+        SELECT e.type, e.partner_id, string_to_array(e.accounts, ' ')::uuid[], e.payload
+        FROM unnest(%(event_types)b::text[], %(event_partner_ids)b::uuid[],
+            %(event_accounts)b::text[], %(event_payloads)b::text[]::jsonb[])
+            WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
+        ORDER BY e.n
+    )"""
 
 _APPEND_AUDIT = """
-    INSERT INTO audit_log (call_id, occurred_at, principal, method, resource_ids, code,
-        latency_us, peer, request_id)
-    SELECT e.call_id, e.occurred_at, e.principal, e.method,
-        CASE WHEN e.resources = '' THEN '{}'::text[] ELSE string_to_array(e.resources, ' ') END,
-        e.code, e.latency_us, e.peer, e.request_id
-    FROM unnest(%(call_ids)b::uuid[], %(occurred_ats)b::timestamptz[], %(principals)b::text[],
-        %(methods)b::text[], %(resources)b::text[], %(codes)b::text[],
-        %(latencies)b::bigint[], %(peers)b::text[], %(request_ids)b::text[])
-        WITH ORDINALITY AS e(call_id, occurred_at, principal, method, resources, code,
-            latency_us, peer, request_id, n)
-    ORDER BY e.n
-    ON CONFLICT (call_id) DO NOTHING
-"""
+    audit AS (
+        INSERT INTO audit_log (call_id, occurred_at, principal, method, resource_ids, code,
+            latency_us, peer, request_id)
+        SELECT e.call_id, e.occurred_at, e.principal, e.method,
+            CASE WHEN e.resources = '' THEN '{}'::text[]
+                ELSE string_to_array(e.resources, ' ') END,
+            e.code, e.latency_us, e.peer, e.request_id
+        FROM unnest(%(audit_call_ids)b::uuid[], %(audit_times)b::timestamptz[],
+            %(audit_principals)b::text[], %(audit_methods)b::text[],
+            %(audit_resources)b::text[], %(audit_codes)b::text[],
+            %(audit_latencies)b::bigint[], %(audit_peers)b::text[],
+            %(audit_request_ids)b::text[])
+            WITH ORDINALITY AS e(call_id, occurred_at, principal, method, resources, code,
+                latency_us, peer, request_id, n)
+        ORDER BY e.n
+        ON CONFLICT (call_id) DO NOTHING
+    )"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,54 +231,43 @@ class TransferGroupRepository:
         names: Sequence[tuple[str, str]],
     ) -> GroupReads:
         """Claim ``keys`` (key -> request fingerprint), resolve ``names`` (username,
-        currency) and lock every account involved, in one round trip."""
+        currency) and lock every account involved, in one statement."""
         ordered = sorted(keys)
-        usernames = [n for n, _ in names]
-        currencies = [c for _, c in names]
-        async with self._conn.pipeline():
-            claim = self._conn.cursor()
-            await claim.execute(
-                _CLAIM,
-                {
-                    "method": method,
-                    "principals": [p for p, _ in ordered],
-                    "request_ids": [r for _, r in ordered],
-                    "fingerprints": [keys[k] for k in ordered],
-                },
-            )
-            named = self._conn.cursor()
-            await named.execute(_NAMED_ACCOUNTS, {"usernames": usernames, "currencies": currencies})
-            lock = self._conn.cursor()
-            await lock.execute(
-                _LOCK,
-                {
-                    "account_ids": sorted(set(account_ids)),
-                    "usernames": usernames,
-                    "currencies": currencies,
-                },
-            )
+        cur = await self._conn.execute(
+            _CLAIM_AND_LOCK,
+            {
+                "method": method,
+                "principals": [p for p, _ in ordered],
+                "request_ids": [r for _, r in ordered],
+                "fingerprints": [keys[k] for k in ordered],
+                "usernames": [n for n, _ in names],
+                "currencies": [c for _, c in names],
+                "account_ids": sorted(set(account_ids)),
+            },
+        )
         stored: dict[IdempotencyKey, StoredResponse] = {}
+        named: dict[tuple[str, str], UUID] = {}
+        accounts: dict[UUID, Account] = {}
         missing = set(keys)
-        for principal, request_id, claimed, fingerprint, response in await claim.fetchall():
-            missing.discard((principal, request_id))
-            if not claimed:
-                stored[(principal, request_id)] = StoredResponse(
-                    method, bytes(fingerprint), response
-                )
+        for row in await cur.fetchall():
+            tag = row[0]
+            if tag == "a":
+                accounts[row[5]] = _account(row[5:])
+            elif tag == "n":
+                named[(row[1], row[7])] = row[5]
+            else:
+                missing.discard((row[1], row[2]))
+                if tag == "s":
+                    stored[(row[1], row[2])] = StoredResponse(method, bytes(row[3]), row[4])
         if missing:
             stored.update(await self._read_late(missing, method))
-        return GroupReads(
-            stored=stored,
-            named={(u, c): a for u, c, a in await named.fetchall()},
-            accounts={row[0]: _account(row) for row in await lock.fetchall()},
-        )
+        return GroupReads(stored=stored, named=named, accounts=accounts)
 
     async def _read_late(
         self, keys: set[IdempotencyKey], method: str
     ) -> dict[IdempotencyKey, StoredResponse]:
         """Keys a concurrent transaction took and committed while the claim waited on it."""
-        cur = self._conn.cursor()
-        await cur.execute(
+        cur = await self._conn.execute(
             _READ_KEYS,
             {"principals": [p for p, _ in keys], "request_ids": [r for _, r in keys]},
         )
@@ -266,32 +280,28 @@ class TransferGroupRepository:
         return found
 
     async def write(self, writes: GroupWrites) -> None:
-        """Apply a decided group in one round trip (the caller then commits)."""
-        async with self._conn.pipeline():
-            if writes.transactions:
-                await self._conn.execute(_RECORD, _record_params(writes.transactions))
-            if writes.responses:
-                ordered = sorted(writes.responses)
-                await self._conn.execute(
-                    _STORE_RESPONSES,
-                    {
-                        "principals": [p for p, _ in ordered],
-                        "request_ids": [r for _, r in ordered],
-                        "responses": [json.dumps(writes.responses[k]) for k in ordered],
-                    },
-                )
-            if writes.released:
-                await self._conn.execute(
-                    _RELEASE_KEYS,
-                    {
-                        "principals": [p for p, _ in writes.released],
-                        "request_ids": [r for _, r in writes.released],
-                    },
-                )
-            if writes.events:
-                await self._conn.execute(_APPEND_EVENTS, _event_params(writes.events))
-            if writes.audit:
-                await self._conn.execute(_APPEND_AUDIT, _audit_params(writes.audit))
+        """Apply a decided group in one statement (the caller then commits)."""
+        parts: list[str] = []
+        params: dict[str, Any] = {}
+        if writes.transactions:
+            parts.append(_RECORD)
+            params.update(_record_params(writes.transactions))
+        if writes.responses:
+            parts.append(_STORE_RESPONSES)
+            params.update(_response_params(writes.responses))
+        if writes.released:
+            parts.append(_RELEASE_KEYS)
+            params["released_principals"] = [p for p, _ in writes.released]
+            params["released_request_ids"] = [r for _, r in writes.released]
+        if writes.events:
+            parts.append(_APPEND_EVENTS)
+            params.update(_event_params(writes.events))
+        if writes.audit:
+            parts.append(_APPEND_AUDIT)
+            params.update(_audit_params(writes.audit))
+        if parts:
+            # Data-modifying CTEs all run to completion, referenced or not.
+            await self._conn.execute("WITH " + ",".join(parts) + " SELECT 1", params)
 
 
 def _record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]]:
@@ -324,28 +334,37 @@ def _record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any
     }
 
 
+def _response_params(responses: dict[IdempotencyKey, Any]) -> dict[str, list[Any]]:
+    ordered = sorted(responses)
+    return {
+        "response_principals": [p for p, _ in ordered],
+        "response_request_ids": [r for _, r in ordered],
+        "responses": [json.dumps(responses[k]) for k in ordered],
+    }
+
+
 def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:
     # Account ids travel as one space-separated string per row (arrays of arrays must be
     # rectangular in PostgreSQL, and rows touch one or two accounts).
     return {
-        "types": [t for t, _, _, _ in events],
-        "partner_ids": [p for _, p, _, _ in events],
-        "accounts": [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events],
-        "payloads": [json.dumps(payload) for _, _, _, payload in events],
+        "event_types": [t for t, _, _, _ in events],
+        "event_partner_ids": [p for _, p, _, _ in events],
+        "event_accounts": [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events],
+        "event_payloads": [json.dumps(payload) for _, _, _, payload in events],
     }
 
 
 def _audit_params(entries: Sequence[NewAuditEntry]) -> dict[str, list[Any]]:
-    # Resource ids are uuids and similar tokens without spaces: one string per row keeps
-    # the array-of-arrays out of the parameters.
+    # Resource ids are uuids, which hold no spaces: one string per row keeps the arrays
+    # rectangular.
     return {
-        "call_ids": [e.call_id for e in entries],
-        "occurred_ats": [e.occurred_at for e in entries],
-        "principals": [e.principal for e in entries],
-        "methods": [e.method for e in entries],
-        "resources": [" ".join(e.resource_ids) for e in entries],
-        "codes": [e.code for e in entries],
-        "latencies": [e.latency_us for e in entries],
-        "peers": [e.peer for e in entries],
-        "request_ids": [e.request_id for e in entries],
+        "audit_call_ids": [e.call_id for e in entries],
+        "audit_times": [e.occurred_at for e in entries],
+        "audit_principals": [e.principal for e in entries],
+        "audit_methods": [e.method for e in entries],
+        "audit_resources": [" ".join(e.resource_ids) for e in entries],
+        "audit_codes": [e.code for e in entries],
+        "audit_latencies": [e.latency_us for e in entries],
+        "audit_peers": [e.peer for e in entries],
+        "audit_request_ids": [e.request_id for e in entries],
     }
