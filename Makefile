@@ -34,11 +34,14 @@ lint: install
 	$(BIN)/mypy wallet_server tests scripts bench
 
 # Benchmark: the server in its own process, spawned load generators, the pgbench ceiling.
+# More options through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--workers 2"`.
+BENCH_ARGS ?=
+
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-quick: install
-	$(BIN)/python -m bench.run --quick
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
 proto: install
 	$(BIN)/python scripts/gen_protos.py

@@ -7,12 +7,9 @@ object ever exists in the parent or crosses a process boundary; only plain data 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
-import time
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -30,7 +27,27 @@ from wallet.v1 import (
     wallet_pb2_grpc,
 )
 
+from bench.loop import Done, LoadResult, Operation, Window, closed_loop
+
+__all__ = [
+    "Holder",
+    "LedgerCheck",
+    "LoadResult",
+    "LoadTask",
+    "SetupTask",
+    "Target",
+    "run_load",
+    "run_setup",
+    "run_verify",
+    "usd",
+]
+
 PASSWORD = "bench horse battery staple"  # noqa: S105 - throwaway users in a throwaway database
+DEMO_PARTNER = "partner-demo"  # certificate stem of the partner the dev server registers
+CHANNEL_OPTIONS = (
+    ("grpc.use_local_subchannel_pool", 1),  # one connection per channel, not one per process
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # 1000-result batch responses
+)
 
 
 @dataclass(frozen=True)
@@ -42,16 +59,19 @@ class Target:
     certs: Path
 
     def channel(self, *, identity: str | None = None) -> aio.Channel:
+        """A TLS channel (mutual TLS as ``identity``, e.g. "partner-demo", when given) with a
+        connection of its own: channels do not share connections, so N channels are N TCP
+        connections for the kernel to spread over the server's worker processes."""
         root = (self.certs / "ca.pem").read_bytes()
         if identity is None:
             creds = grpc.ssl_channel_credentials(root_certificates=root)
-            return aio.secure_channel(f"localhost:{self.public_port}", creds)
+            return aio.secure_channel(f"localhost:{self.public_port}", creds, CHANNEL_OPTIONS)
         creds = grpc.ssl_channel_credentials(
             root_certificates=root,
             private_key=(self.certs / f"{identity}-key.pem").read_bytes(),
             certificate_chain=(self.certs / f"{identity}.pem").read_bytes(),
         )
-        return aio.secure_channel(f"localhost:{self.mtls_port}", creds)
+        return aio.secure_channel(f"localhost:{self.mtls_port}", creds, CHANNEL_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,7 @@ class Holder:
 
     token: str
     account_id: str
+    refresh_token: str = ""  # for RefreshSession when a long run outlives the access token
 
 
 @dataclass(frozen=True)
@@ -83,14 +104,6 @@ class LoadTask:
     destinations: tuple[str, ...] = ()
 
 
-@dataclass
-class LoadResult:
-    calls: int = 0  # completed successfully inside the measured window
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
-    window_s: float = 0.0
-
-
 def usd(minor: int) -> ledger_pb2.Money:
     return ledger_pb2.Money(currency_code="USD", amount_minor=minor)
 
@@ -101,7 +114,7 @@ def run_setup(task: SetupTask) -> list[Holder]:
 
 async def _setup(task: SetupTask) -> list[Holder]:
     public = task.target.channel()
-    partner_ch = task.target.channel(identity="partner-demo")
+    partner_ch = task.target.channel(identity=DEMO_PARTNER)
     auth = auth_pb2_grpc.AuthServiceStub(public)
     wallet = wallet_pb2_grpc.WalletServiceStub(public)
     partner = partner_pb2_grpc.PartnerServiceStub(partner_ch)
@@ -116,10 +129,9 @@ async def _setup(task: SetupTask) -> list[Holder]:
             login = await auth.Login(
                 auth_pb2.LoginRequest(username=name, password=PASSWORD, device_name="bench")
             )
-            token = login.tokens.access_token
             opened = await wallet.OpenAccount(
                 wallet_pb2.OpenAccountRequest(request_id=str(uuid.uuid4()), currency_code="USD"),
-                metadata=(("authorization", f"Bearer {token}"),),
+                metadata=(("authorization", f"Bearer {login.tokens.access_token}"),),
             )
             account_id = opened.account.account_id
             await partner.Deposit(
@@ -130,76 +142,137 @@ async def _setup(task: SetupTask) -> list[Holder]:
                     external_reference="bench",
                 )
             )
-            return Holder(token=token, account_id=account_id)
+            return Holder(login.tokens.access_token, account_id, login.tokens.refresh_token)
 
     try:
         return list(await asyncio.gather(*(one(i) for i in range(task.users))))
     finally:
-        await public.close(grace=None)
-        await partner_ch.close(grace=None)
+        await close([public, partner_ch])
 
 
 def run_load(task: LoadTask) -> LoadResult:
     return asyncio.run(_load(task))
 
 
-async def _load(task: LoadTask) -> LoadResult:
-    channels = [task.target.channel() for _ in range(task.channels)]
+async def connect(target: Target, count: int, *, identity: str | None = None) -> list[aio.Channel]:
+    """``count`` channels, each on its own connection, ready to use."""
+    channels = [target.channel(identity=identity) for _ in range(count)]
     try:
         for ch in channels:
             await asyncio.wait_for(ch.channel_ready(), timeout=30)
-        measure_from = task.start_at + task.warmup_s
-        measure_to = measure_from + task.duration_s
-        await asyncio.sleep(max(0.0, task.start_at - time.time()))
-        result = LoadResult(window_s=task.duration_s)
-        errors: Counter[str] = Counter()
-        health = [health_pb2_grpc.HealthStub(ch) for ch in channels]
-        wallets = [wallet_pb2_grpc.WalletServiceStub(ch) for ch in channels]
-        rng = random.Random()  # noqa: S311 - picks destinations, not secrets
-        holders = itertools.cycle(task.holders) if task.holders else None
+    except BaseException:
+        await close(channels)
+        raise
+    return channels
 
-        async def worker(slot: int) -> None:
-            hstub = health[slot % len(health)]
-            wstub = wallets[slot % len(wallets)]
-            # Each slot sends from its own holder when there are enough, so in-flight calls
-            # from one process rarely debit the same account at once.
-            holder = next(holders) if holders is not None else None
-            while True:
-                begun = time.time()
-                if begun >= measure_to:
-                    return
-                t0 = time.perf_counter()
-                try:
-                    if holder is None:
-                        await hstub.Check(health_pb2.HealthCheckRequest())
-                    else:
-                        dest = rng.choice(task.destinations)
-                        while dest == holder.account_id:
-                            dest = rng.choice(task.destinations)
-                        await wstub.Transfer(
-                            wallet_pb2.TransferRequest(
-                                request_id=str(uuid.uuid4()),
-                                from_account_id=holder.account_id,
-                                to_account_id=dest,
-                                amount=usd(1),
-                            ),
-                            metadata=(("authorization", f"Bearer {holder.token}"),),
-                        )
-                except aio.AioRpcError as exc:
-                    if begun >= measure_from:
-                        errors[f"{exc.code().name}: {exc.details()}"[:160]] += 1
-                    continue
-                elapsed_ms = (time.perf_counter() - t0) * 1000.0
-                if begun >= measure_from and time.time() <= measure_to:
-                    result.calls += 1
-                    result.latencies_ms.append(elapsed_ms)
 
-        await asyncio.gather(*(worker(i) for i in range(task.in_flight)))
-        result.errors = dict(errors)
-        return result
+async def close(channels: list[aio.Channel]) -> None:
+    """Close the channels (ending their calls), then give gRPC a moment to deliver the
+    ended calls' completions while the event loop still runs (else it reports them to a
+    closed loop)."""
+    for ch in channels:
+        await ch.close(grace=None)
+    await asyncio.sleep(0.1)
+
+
+def bearer(holder: Holder) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {holder.token}"),)
+
+
+def health_operation(channels: list[aio.Channel]) -> Operation:
+    stubs = [health_pb2_grpc.HealthStub(ch) for ch in channels]
+
+    async def call(slot: int) -> Done:
+        await stubs[slot % len(stubs)].Check(health_pb2.HealthCheckRequest())
+        return Done()
+
+    return call
+
+
+def transfer_operation(
+    channels: list[aio.Channel], holders: tuple[Holder, ...], destinations: tuple[str, ...]
+) -> Operation:
+    """A 1-minor-unit Transfer to a random other account. Each slot sends from its own holder
+    when there are enough, so in-flight calls from one process rarely debit one account."""
+    stubs = [wallet_pb2_grpc.WalletServiceStub(ch) for ch in channels]
+    rng = random.Random()  # noqa: S311 - picks destinations, not secrets
+
+    async def call(slot: int) -> Done:
+        holder = holders[slot % len(holders)]
+        dest = rng.choice(destinations)
+        while dest == holder.account_id:
+            dest = rng.choice(destinations)
+        await stubs[slot % len(stubs)].Transfer(
+            wallet_pb2.TransferRequest(
+                request_id=str(uuid.uuid4()),
+                from_account_id=holder.account_id,
+                to_account_id=dest,
+                amount=usd(1),
+            ),
+            metadata=bearer(holder),
+        )
+        return Done(kind="transfer")
+
+    return call
+
+
+async def _load(task: LoadTask) -> LoadResult:
+    channels = await connect(task.target, task.channels)
+    try:
+        if task.scenario == "transfer":
+            operation = transfer_operation(channels, task.holders, task.destinations)
+        else:
+            operation = health_operation(channels)
+        window = Window(task.start_at, task.warmup_s, task.duration_s)
+        return await closed_loop(operation, task.in_flight, window)
     finally:
-        for ch in channels:
-            await ch.close(grace=None)
+        await close(channels)
+
+
+def run_refresh(target: Target, holders: list[Holder]) -> list[Holder]:
+    """The same users with new tokens (AuthService.RefreshSession)."""
+    return asyncio.run(_refresh(target, holders))
+
+
+async def _refresh(target: Target, holders: list[Holder]) -> list[Holder]:
+    (ch,) = await connect(target, 1)
+    auth = auth_pb2_grpc.AuthServiceStub(ch)
+    gate = asyncio.Semaphore(16)
+
+    async def one(holder: Holder) -> Holder:
+        async with gate:
+            response = await auth.RefreshSession(
+                auth_pb2.RefreshSessionRequest(refresh_token=holder.refresh_token)
+            )
+        tokens = response.tokens
+        return Holder(tokens.access_token, holder.account_id, tokens.refresh_token)
+
+    try:
+        return list(await asyncio.gather(*(one(h) for h in holders)))
+    finally:
+        await close([ch])
+
+
+def run_settlement_account(target: Target, account_id: str) -> str:
+    """The demo partner's USD settlement account: the source of a 1-minor-unit top-up of
+    ``account_id`` (the API has no other way to name it)."""
+    return asyncio.run(_settlement_account(target, account_id))
+
+
+async def _settlement_account(target: Target, account_id: str) -> str:
+    (ch,) = await connect(target, 1, identity=DEMO_PARTNER)
+    try:
+        response = await partner_pb2_grpc.PartnerServiceStub(ch).Deposit(
+            partner_pb2.DepositRequest(
+                request_id=str(uuid.uuid4()),
+                account_id=account_id,
+                amount=usd(1),
+                external_reference="bench settlement lookup",
+            )
+        )
+        return response.transaction.from_account_id
+    finally:
+        await close([ch])
 
 
 @dataclass(frozen=True)

