@@ -107,21 +107,21 @@ __all__ = [
 from wallet_server.services import (
     _batch,
     _exchange,
+    _movement_groups,
     _orders,
     _promotions,
     _reversals,
     _statements,
-    _transfer_groups,
     _verification,
     _withdrawals,
 )
 from wallet_server.services._batch import *  # noqa: F403
 from wallet_server.services._exchange import *  # noqa: F403
+from wallet_server.services._movement_groups import *  # noqa: F403
 from wallet_server.services._orders import *  # noqa: F403
 from wallet_server.services._promotions import *  # noqa: F403
 from wallet_server.services._reversals import *  # noqa: F403
 from wallet_server.services._statements import *  # noqa: F403
-from wallet_server.services._transfer_groups import *  # noqa: F403
 from wallet_server.services._verification import *  # noqa: F403
 from wallet_server.services._withdrawals import *  # noqa: F403
 
@@ -131,6 +131,6 @@ __all__ += _orders.__all__
 __all__ += _promotions.__all__
 __all__ += _reversals.__all__
 __all__ += _statements.__all__
-__all__ += _transfer_groups.__all__
+__all__ += _movement_groups.__all__
 __all__ += _verification.__all__
 __all__ += _withdrawals.__all__

@@ -17,11 +17,11 @@ from wallet_server.storage.repositories import (
     ExchangeRepository,
     IdempotencyRepository,
     LedgerRepository,
+    MovementGroupRepository,
     OrderRepository,
     PrincipalRepository,
     PromotionRepository,
     StatementRepository,
-    TransferGroupRepository,
     UserRepository,
     VerificationRepository,
     WithdrawalRepository,
@@ -116,11 +116,11 @@ class UnitOfWork:
             raise RuntimeError("unit of work used outside 'async with'")
         return self._conn
 
-    async def transfer_groups(self) -> TransferGroupRepository:
+    async def movement_groups(self) -> MovementGroupRepository:
         """Set-based reads and writes for transfer groups, on this transaction's driver
         connection (the hot path skips the SQL toolkit's per-statement work)."""
         raw = await self.connection.get_raw_connection()
-        return TransferGroupRepository(raw.driver_connection)
+        return MovementGroupRepository(raw.driver_connection)
 
     def savepoint(self) -> AsyncTransaction:
         """``async with uow.savepoint():`` undoes only the block's writes if it raises."""

@@ -35,8 +35,8 @@ from wallet_server.services import (
     Clock,
     EventHub,
     ExpireOrders,
+    MovementGroups,
     RevocationList,
-    TransferGroups,
     UnitOfWork,
     expire_orders,
     purge_idempotency_records,
@@ -134,7 +134,7 @@ class WalletServer:
         idempotency_retention: timedelta,
         clock: Clock,
         hub: EventHub,
-        transfers: TransferGroups,
+        movements: MovementGroups,
     ) -> None:
         self.grpc_server = server
         self._engine = engine
@@ -142,12 +142,12 @@ class WalletServer:
         self._retention = idempotency_retention
         self._clock = clock
         self.hub = hub
-        self.transfers = transfers
+        self.movements = movements
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.hub.start()
-        self.transfers.start()
+        self.movements.start()
         await self.grpc_server.start()
         await self._check_database()
         self._background = [
@@ -165,7 +165,7 @@ class WalletServer:
                 await task
         await self._set_serving(False)
         await self.grpc_server.stop(grace)
-        await self.transfers.stop()
+        await self.movements.stop()
         await self.hub.stop()
 
     async def wait_for_termination(self) -> None:
@@ -264,7 +264,7 @@ def create_server(
         ],
     )
     hub = EventHub(engine, settings.database_url)
-    transfers = TransferGroups(lambda: UnitOfWork(engine, clock=clock))
+    movements = MovementGroups(lambda: UnitOfWork(engine, clock=clock))
     deps = Servicers(
         engine=engine,
         policy=policy,
@@ -272,7 +272,7 @@ def create_server(
         authenticator=authenticator,
         secrets=SecretBox(settings.secret_keys, settings.secret_active_key_id),
         hub=hub,
-        transfers=transfers,
+        movements=movements,
     )
     # The generated stubs mark every RPC abstract; RPCs a servicer does not define answer
     # UNIMPLEMENTED (with ErrorInfo) through the base class at run time.
@@ -303,6 +303,6 @@ def create_server(
         idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
         clock=clock,
         hub=hub,
-        transfers=transfers,
+        movements=movements,
     )
     return wallet_server, ServerPorts(public, mtls)

@@ -10,6 +10,13 @@ from wallet_server.storage.repositories._events import (
 from wallet_server.storage.repositories._exchange import ExchangeRepository
 from wallet_server.storage.repositories._idempotency import IdempotencyRepository, StoredResponse
 from wallet_server.storage.repositories._ledger import LedgerRepository, TransactionPage
+from wallet_server.storage.repositories._movement_groups import (
+    EventRow,
+    GroupReads,
+    GroupWrites,
+    IdempotencyKey,
+    MovementGroupRepository,
+)
 from wallet_server.storage.repositories._orders import OrderRepository
 from wallet_server.storage.repositories._principals import PrincipalRepository
 from wallet_server.storage.repositories._promotions import PromotionRepository
@@ -17,13 +24,6 @@ from wallet_server.storage.repositories._statements import (
     StatementLine,
     StatementRepository,
     StatementTotals,
-)
-from wallet_server.storage.repositories._transfer_groups import (
-    EventRow,
-    GroupReads,
-    GroupWrites,
-    IdempotencyKey,
-    TransferGroupRepository,
 )
 from wallet_server.storage.repositories._users import (
     LoginThrottle,
@@ -49,6 +49,7 @@ __all__ = [
     "IdempotencyRepository",
     "LedgerRepository",
     "LoginThrottle",
+    "MovementGroupRepository",
     "NewAuditEntry",
     "OrderRepository",
     "PrincipalRepository",
@@ -61,7 +62,6 @@ __all__ = [
     "StoredEvent",
     "StoredResponse",
     "TransactionPage",
-    "TransferGroupRepository",
     "UserCredentials",
     "UserRepository",
     "VerificationRepository",

@@ -18,7 +18,7 @@ from wallet_server.services import (
     AuthPolicy,
     Clock,
     EventHub,
-    TransferGroups,
+    MovementGroups,
     UnitOfWork,
 )
 from wallet_server.transport._interceptors import current_principal
@@ -32,7 +32,7 @@ class Servicers:
     authenticator: Authenticator
     secrets: SecretBox  # seals secrets at rest (payout destinations)
     hub: EventHub  # live events for the watch streams
-    transfers: TransferGroups  # group commit for Transfer
+    movements: MovementGroups  # group commit for Transfer and Deposit
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, clock=self.clock)

@@ -50,7 +50,5 @@ class PartnerServicer(
                 parse_text(request.external_reference, "external_reference", max_length=200),
             ),
         )
-        tx = await services.deposit(
-            services.Deposit(caller=partner_caller(), **parsed), self._deps.uow()
-        )
+        tx = await self._deps.movements.deposit(services.Deposit(caller=partner_caller(), **parsed))
         return partner_pb2.DepositResponse(transaction=transaction_to_proto(tx))

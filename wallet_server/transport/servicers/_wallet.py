@@ -138,7 +138,7 @@ class WalletServicer(
             ),
         )
         amount: Money = parsed.pop("amount")
-        tx = await self._deps.transfers.transfer(
+        tx = await self._deps.movements.transfer(
             services.Transfer(caller=user_caller(), amount=amount, **parsed)
         )
         return wallet_pb2.TransferResponse(transaction=transaction_to_proto(tx))

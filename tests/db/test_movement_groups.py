@@ -1,4 +1,4 @@
-"""Group commit of transfers on the real database: order, idempotency, audit, isolation."""
+"""Group commit of transfers and deposits on the real database: order, replay, audit, isolation."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.ledger_checks import count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     FailedPrecondition,
+    Money,
     NotFound,
     Reason,
     Transaction,
@@ -24,7 +25,7 @@ from wallet_server.domain import (
     WalletError,
 )
 
-Grouped = services.GroupedTransfer
+Grouped = services.GroupedMovement
 
 
 async def funded(ledger: Ledger, name: str, amount_minor: int) -> tuple[UserPrincipal, UUID]:
@@ -45,7 +46,7 @@ async def test_a_group_decides_each_transfer_in_order_against_running_balances(
     too_much = transfer_cmd(alice, a, c, 50)
     onwards = transfer_cmd(bob, b, None, 60, to_username="Carol")
 
-    decided = await services.transfer_group(
+    decided = await services.movement_group(
         [Grouped(first, None), Grouped(too_much, None), Grouped(onwards, None)], uow()
     )
 
@@ -69,7 +70,7 @@ async def test_a_group_decides_each_transfer_in_order_against_running_balances(
 
     # The refusal is remembered: after a top-up, the same request still gets it.
     await ledger.deposit(await ledger.partner("later"), a, 1_000)
-    again = await services.transfer_group([Grouped(too_much, None)], uow())
+    again = await services.movement_group([Grouped(too_much, None)], uow())
     assert isinstance(again[0].outcome, FailedPrecondition)
     assert again[0].outcome.reason == Reason.INSUFFICIENT_FUNDS
     assert await ledger.balance(carol, c) == 60
@@ -81,13 +82,13 @@ async def test_a_replayed_transfer_returns_the_first_result_and_a_changed_one_is
     alice, a = await funded(ledger, "alice", 100)
     _, b = await funded(ledger, "bob", 0)
     cmd = transfer_cmd(alice, a, b, 10)
-    first = await services.transfer_group([Grouped(cmd, None)], uow())
+    first = await services.movement_group([Grouped(cmd, None)], uow())
 
     changed = transfer_cmd(alice, a, b, 11, request_id=cmd.request_id)
-    replayed = await services.transfer_group(
+    replayed = await services.movement_group(
         [Grouped(cmd, None), Grouped(transfer_cmd(alice, a, b, 5), None)], uow()
     )
-    reused = await services.transfer_group([Grouped(changed, None)], uow())
+    reused = await services.movement_group([Grouped(changed, None)], uow())
 
     assert replayed[0].outcome == first[0].outcome
     assert isinstance(reused[0].outcome, FailedPrecondition)
@@ -104,7 +105,7 @@ async def test_a_group_may_not_hold_one_key_twice(
     _, b = await funded(ledger, "bob", 0)
     cmd = transfer_cmd(alice, a, b, 10)
     with pytest.raises(ValueError, match="idempotency key twice"):
-        await services.transfer_group([Grouped(cmd, None), Grouped(cmd, None)], uow())
+        await services.movement_group([Grouped(cmd, None), Grouped(cmd, None)], uow())
 
 
 async def test_refusals_for_unknown_accounts_are_not_found_and_remembered(
@@ -114,7 +115,7 @@ async def test_refusals_for_unknown_accounts_are_not_found_and_remembered(
     mallory, m = await funded(ledger, "mallory", 0)
     steal = transfer_cmd(mallory, a, m, 10)  # not mallory's account
     nobody = transfer_cmd(alice, a, None, 10, to_username="nobody")
-    decided = await services.transfer_group([Grouped(steal, None), Grouped(nobody, None)], uow())
+    decided = await services.movement_group([Grouped(steal, None), Grouped(nobody, None)], uow())
     assert all(isinstance(d.outcome, NotFound) for d in decided)
     assert await ledger.balance(alice, a) == 100
 
@@ -127,7 +128,7 @@ async def test_concurrent_calls_share_commits_conserve_money_and_are_audited_onc
     ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
 ) -> None:
     users = [await funded(ledger, f"user{i}", 1_000) for i in range(6)]
-    groups = services.TransferGroups(uow)
+    groups = services.MovementGroups(uow)
     groups.start()
     calls: list[services.CallRecord] = []
 
@@ -180,7 +181,7 @@ async def test_a_group_that_fails_as_a_whole_runs_each_call_alone(
 ) -> None:
     alice, a = await funded(ledger, "alice", 1_000)
     _, b = await funded(ledger, "bob", 0)
-    groups = services.TransferGroups(uow)
+    groups = services.MovementGroups(uow)
     groups.start()
     good = [transfer_cmd(alice, a, b, 10) for _ in range(5)]
     # The database refuses a NUL character in text; this one transfer cannot be written.
@@ -211,9 +212,73 @@ async def test_after_stop_transfers_still_run_alone(
 ) -> None:
     alice, a = await funded(ledger, "alice", 100)
     _, b = await funded(ledger, "bob", 0)
-    groups = services.TransferGroups(uow)
+    groups = services.MovementGroups(uow)
     groups.start()
     await groups.stop()
     tx = await groups.transfer(transfer_cmd(alice, a, b, 10))
     assert tx.amount.amount_minor == 10
     assert await ledger.balance(alice, a) == 90
+
+
+async def test_concurrent_deposits_from_one_partner_share_commits_and_replay_once(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    holders = [await funded(ledger, f"user{i}", 0) for i in range(5)]
+    partner = await ledger.partner("bank")
+    groups = services.MovementGroups(uow)
+    groups.start()
+    deposits = [
+        services.Deposit(
+            caller=partner,
+            request_id=uuid4(),
+            account_id=holders[i % 5][1],
+            amount=Money("USD", 100 + i),
+            external_reference=f"ref-{i}",
+        )
+        for i in range(60)
+    ]
+
+    first = await asyncio.gather(*(groups.deposit(d) for d in deposits))
+    again = await asyncio.gather(*(groups.deposit(d) for d in deposits[:10]))
+    await groups.stop()
+
+    assert again == first[:10]
+    assert all(tx.partner_id == partner.partner_id for tx in first)
+    assert len({tx.from_account_id for tx in first}) == 1  # the partner's settlement account
+    for i, (user, account) in enumerate(holders):
+        assert await ledger.balance(user, account) == sum(100 + j for j in range(i, 60, 5))
+    commits = await count(
+        clean_db, "SELECT count(DISTINCT xmin::text) FROM transactions WHERE kind = 'deposit'"
+    )
+    assert commits < 60, "deposits from one settlement account should share commits"
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_a_deposit_into_a_system_account_is_not_found(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork]
+) -> None:
+    _, account = await funded(ledger, "alice", 0)
+    partner = await ledger.partner("bank")
+    groups = services.MovementGroups(uow)
+    groups.start()
+    ok = await groups.deposit(
+        services.Deposit(
+            caller=partner,
+            request_id=uuid4(),
+            account_id=account,
+            amount=Money("USD", 5),
+            external_reference="",
+        )
+    )
+    assert ok.from_account_id is not None
+    with pytest.raises(NotFound):
+        await groups.deposit(
+            services.Deposit(
+                caller=partner,
+                request_id=uuid4(),
+                account_id=ok.from_account_id,  # the settlement account itself
+                amount=Money("USD", 5),
+                external_reference="",
+            )
+        )
+    await groups.stop()

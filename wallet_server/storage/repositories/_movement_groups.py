@@ -36,13 +36,13 @@ _ACCOUNT_COLUMNS = (
 # Rows are tagged: 'c' claimed, 's' stored, 'n' named destination, 'a' locked account.
 _CLAIM_AND_LOCK = f"""
     WITH input AS (
-        SELECT k.principal, k.request_id, k.fingerprint
-        FROM unnest(%(principals)b::text[], %(request_ids)b::uuid[], %(fingerprints)b::bytea[])
-            AS k(principal, request_id, fingerprint)
+        SELECT k.principal, k.request_id, k.method, k.fingerprint
+        FROM unnest(%(principals)b::text[], %(request_ids)b::uuid[], %(methods)b::text[],
+            %(fingerprints)b::bytea[]) AS k(principal, request_id, method, fingerprint)
     ),
     claimed AS (
         INSERT INTO idempotency_keys (principal, request_id, method, fingerprint)
-        SELECT input.principal, input.request_id, %(method)b, input.fingerprint
+        SELECT input.principal, input.request_id, input.method, input.fingerprint
         FROM input ORDER BY input.principal, input.request_id
         ON CONFLICT DO NOTHING
         RETURNING principal, request_id
@@ -74,7 +74,7 @@ _CLAIM_AND_LOCK = f"""
     FROM claimed AS c
     UNION ALL
     SELECT 's', k.principal, k.request_id, k.fingerprint, k.response,
-        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        NULL, NULL, k.method, NULL, NULL, NULL, NULL, NULL, NULL
     FROM idempotency_keys AS k
     JOIN input ON input.principal = k.principal AND input.request_id = k.request_id
     UNION ALL
@@ -89,7 +89,7 @@ _CLAIM_AND_LOCK = f"""
 
 # Keys that a concurrent transaction committed after the claim statement's snapshot.
 _READ_KEYS = """
-    SELECT k.principal, k.request_id, k.fingerprint, k.response
+    SELECT k.principal, k.request_id, k.method, k.fingerprint, k.response
     FROM idempotency_keys AS k
     JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
         ON i.principal = k.principal AND i.request_id = k.request_id
@@ -215,7 +215,7 @@ def _account(row: Sequence[Any]) -> Account:
     )
 
 
-class TransferGroupRepository:
+class MovementGroupRepository:
     """Reads and writes for a group of transfers; ``conn`` is the unit of work's psycopg
     connection, inside its transaction."""
 
@@ -225,21 +225,20 @@ class TransferGroupRepository:
     async def claim_and_lock(
         self,
         *,
-        method: str,
-        keys: dict[IdempotencyKey, bytes],
+        keys: dict[IdempotencyKey, tuple[str, bytes]],
         account_ids: Sequence[UUID],
         names: Sequence[tuple[str, str]],
     ) -> GroupReads:
-        """Claim ``keys`` (key -> request fingerprint), resolve ``names`` (username,
-        currency) and lock every account involved, in one statement."""
+        """Claim ``keys`` (key -> method and request fingerprint), resolve ``names``
+        (username, currency) and lock every account involved, in one statement."""
         ordered = sorted(keys)
         cur = await self._conn.execute(
             _CLAIM_AND_LOCK,
             {
-                "method": method,
                 "principals": [p for p, _ in ordered],
                 "request_ids": [r for _, r in ordered],
-                "fingerprints": [keys[k] for k in ordered],
+                "methods": [keys[k][0] for k in ordered],
+                "fingerprints": [keys[k][1] for k in ordered],
                 "usernames": [n for n, _ in names],
                 "currencies": [c for _, c in names],
                 "account_ids": sorted(set(account_ids)),
@@ -258,21 +257,19 @@ class TransferGroupRepository:
             else:
                 missing.discard((row[1], row[2]))
                 if tag == "s":
-                    stored[(row[1], row[2])] = StoredResponse(method, bytes(row[3]), row[4])
+                    stored[(row[1], row[2])] = StoredResponse(row[7], bytes(row[3]), row[4])
         if missing:
-            stored.update(await self._read_late(missing, method))
+            stored.update(await self._read_late(missing))
         return GroupReads(stored=stored, named=named, accounts=accounts)
 
-    async def _read_late(
-        self, keys: set[IdempotencyKey], method: str
-    ) -> dict[IdempotencyKey, StoredResponse]:
+    async def _read_late(self, keys: set[IdempotencyKey]) -> dict[IdempotencyKey, StoredResponse]:
         """Keys a concurrent transaction took and committed while the claim waited on it."""
         cur = await self._conn.execute(
             _READ_KEYS,
             {"principals": [p for p, _ in keys], "request_ids": [r for _, r in keys]},
         )
         found = {
-            (p, r): StoredResponse(method, bytes(f), resp) for p, r, f, resp in await cur.fetchall()
+            (p, r): StoredResponse(m, bytes(f), resp) for p, r, m, f, resp in await cur.fetchall()
         }
         if len(found) != len(keys):
             # Purged between the statements: the unit of work retries the whole group.

@@ -1,4 +1,5 @@
-"""Group commit for transfers: concurrent ``Transfer`` calls share one database transaction.
+"""Group commit for money movements: concurrent ``Transfer`` and ``Deposit`` calls share one
+database transaction.
 
 Calls that arrive while a group is being written queue up and form the next group, so under
 load a group holds many transfers and at rest just one (no added wait). Each transfer is
@@ -8,7 +9,10 @@ are one round trip and its writes another, whatever its size.
 
 A group that fails as a whole for any reason other than a transient conflict (retried as a
 group) or an unreachable database is not retried as a group: each of its calls then runs
-alone through :func:`transfer`, so one bad request cannot fail the others.
+alone through :func:`transfer` or :func:`deposit`, so one bad request cannot fail the others.
+
+Grouping is also what keeps a hot account from serializing the system: a partner's
+settlement account is locked once per group of deposits, not once per deposit.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from wallet_server.domain import (
 )
 from wallet_server.services._accounts import account_not_found
 from wallet_server.services._call import CallRecord, current_call
-from wallet_server.services._commands import Transfer
+from wallet_server.services._commands import Deposit, Transfer
 from wallet_server.services._events import event_row
 from wallet_server.services._idempotency import (
     REMEMBERED_ERRORS,
@@ -47,16 +51,15 @@ from wallet_server.services._idempotency import (
     replay,
     success_response,
 )
-from wallet_server.services._movements import transfer
+from wallet_server.services._movements import deposit, transfer
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
 from wallet_server.storage.repositories import GroupReads, GroupWrites, IdempotencyKey
 
-__all__ = ["GroupedTransfer", "TransferGroups", "transfer_group"]
+__all__ = ["GroupedMovement", "MovementGroups", "movement_group"]
 
 _log = logging.getLogger(__name__)
 
-_METHOD = "Transfer"
 MAX_GROUP = 512  # bounds one statement's arrays and one transaction's lock set
 # Groups written at once per process: while one waits for the database (its commit's flush
 # above all), the next one is being decided; more only adds lock waits between them.
@@ -66,9 +69,14 @@ Outcome = Transaction | WalletError
 
 
 @dataclass(frozen=True, slots=True)
-class GroupedTransfer:
-    command: Transfer
+class GroupedMovement:
+    command: Transfer | Deposit
     call: CallRecord | None  # the call to audit in the group's transaction
+    settlement_id: UUID | None = None  # a deposit's source: the partner's settlement account
+
+    @property
+    def method(self) -> str:
+        return "Transfer" if isinstance(self.command, Transfer) else "Deposit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,31 +87,32 @@ class Decided:
     resources: tuple[str, ...]
 
 
-def _key(cmd: Transfer) -> IdempotencyKey:
+def _key(cmd: Transfer | Deposit) -> IdempotencyKey:
     return (cmd.caller.key, cmd.request_id)
 
 
+def _account_ids(grouped: GroupedMovement) -> tuple[UUID | None, ...]:
+    cmd = grouped.command
+    if isinstance(cmd, Transfer):
+        return (cmd.from_account_id, cmd.to_account_id)
+    return (grouped.settlement_id, cmd.account_id)
+
+
 @retry_on_conflict
-async def transfer_group(group: Sequence[GroupedTransfer], uow: UnitOfWork) -> list[Decided]:
-    """Decide and commit a group of transfers with distinct idempotency keys, in order."""
-    keys = {_key(g.command): fingerprint(_METHOD, g.command) for g in group}
+async def movement_group(group: Sequence[GroupedMovement], uow: UnitOfWork) -> list[Decided]:
+    """Decide and commit a group of movements with distinct idempotency keys, in order."""
+    keys = {_key(g.command): (g.method, fingerprint(g.method, g.command)) for g in group}
     if len(keys) != len(group):
-        raise ValueError("a transfer group must not hold one idempotency key twice")
+        raise ValueError("a movement group must not hold one idempotency key twice")
     async with uow:
-        store = await uow.transfer_groups()
+        store = await uow.movement_groups()
         reads = await store.claim_and_lock(
-            method=_METHOD,
             keys=keys,
-            account_ids=[
-                account_id
-                for g in group
-                for account_id in (g.command.from_account_id, g.command.to_account_id)
-                if account_id is not None
-            ],
+            account_ids=[a for g in group for a in _account_ids(g) if a is not None],
             names=[
                 (normalize_username(g.command.to_username), g.command.amount.currency)
                 for g in group
-                if g.command.to_username is not None
+                if isinstance(g.command, Transfer) and g.command.to_username is not None
             ],
         )
         decider = _Decider(reads, keys, uow)
@@ -117,7 +126,10 @@ class _Decider:
     """Decides grouped transfers one by one against running balances; collects the writes."""
 
     def __init__(
-        self, reads: GroupReads, fingerprints: dict[IdempotencyKey, bytes], uow: UnitOfWork
+        self,
+        reads: GroupReads,
+        fingerprints: dict[IdempotencyKey, tuple[str, bytes]],
+        uow: UnitOfWork,
     ) -> None:
         self._reads = reads
         self._fingerprints = fingerprints
@@ -125,12 +137,15 @@ class _Decider:
         self._uow = uow
         self.writes = GroupWrites()
 
-    def decide(self, grouped: GroupedTransfer) -> Decided:
+    def decide(self, grouped: GroupedMovement) -> Decided:
         cmd = grouped.command
-        resources = [str(cmd.from_account_id)]
-        if cmd.to_account_id is not None:
-            resources.append(str(cmd.to_account_id))
-        outcome = self._outcome(cmd)
+        if isinstance(cmd, Transfer):
+            resources = [str(cmd.from_account_id)]
+            if cmd.to_account_id is not None:
+                resources.append(str(cmd.to_account_id))
+        else:
+            resources = [str(cmd.account_id)]
+        outcome = self._outcome(grouped)
         if isinstance(outcome, Transaction):
             resources += [str(outcome.to_account_id), str(outcome.transaction_id)]
         code = outcome.status_name if isinstance(outcome, WalletError) else "OK"
@@ -138,15 +153,16 @@ class _Decider:
             self.writes.audit.append(grouped.call.entry(code, more_resources=resources))
         return Decided(outcome, tuple(resources))
 
-    def _outcome(self, cmd: Transfer) -> Outcome:
+    def _outcome(self, grouped: GroupedMovement) -> Outcome:
+        cmd = grouped.command
         key = _key(cmd)
         prior = self._reads.stored.get(key)
         if prior is not None:
-            if prior.fingerprint != self._fingerprints[key]:
+            if prior.fingerprint != self._fingerprints[key][1]:
                 return key_reused()
             return replay(prior.response, Transaction)
         try:
-            tx = self._move(cmd)
+            tx = self._transfer(cmd) if isinstance(cmd, Transfer) else self._deposit(grouped)
         except REMEMBERED_ERRORS as exc:
             self.writes.responses[key] = refusal_response(exc)
             return exc
@@ -156,11 +172,46 @@ class _Decider:
         self.writes.responses[key] = success_response(tx)
         return tx
 
-    def _move(self, cmd: Transfer) -> Transaction:
+    def _transfer(self, cmd: Transfer) -> Transaction:
         destination_id = self._destination_id(cmd)
         source = self._accounts.get(cmd.from_account_id)
         if source is None or source.owner_user_id != cmd.caller.user_id:
             raise account_not_found(cmd.from_account_id)
+        return self._move(
+            source,
+            destination_id,
+            cmd,
+            kind=TransactionKind.TRANSFER,
+            memo=cmd.memo,
+            external_reference="",
+            partner_id=None,
+        )
+
+    def _deposit(self, grouped: GroupedMovement) -> Transaction:
+        cmd = grouped.command
+        assert isinstance(cmd, Deposit)
+        assert grouped.settlement_id is not None
+        return self._move(
+            self._accounts[grouped.settlement_id],
+            cmd.account_id,
+            cmd,
+            kind=TransactionKind.DEPOSIT,
+            memo="",
+            external_reference=cmd.external_reference,
+            partner_id=cmd.caller.partner_id,
+        )
+
+    def _move(
+        self,
+        source: Account,
+        destination_id: UUID,
+        cmd: Transfer | Deposit,
+        *,
+        kind: TransactionKind,
+        memo: str,
+        external_reference: str,
+        partner_id: UUID | None,
+    ) -> Transaction:
         destination = self._accounts.get(destination_id)
         if destination is None or destination.kind is not AccountKind.USER:
             raise account_not_found(destination_id)
@@ -168,16 +219,17 @@ class _Decider:
         now = self._uow.now()
         tx = Transaction(
             transaction_id=self._uow.new_id(),
-            kind=TransactionKind.TRANSFER,
+            kind=kind,
             status=TransactionStatus.POSTED,
             amount=cmd.amount,
             from_account_id=source.account_id,
             to_account_id=destination_id,
-            memo=cmd.memo,
-            external_reference="",
+            memo=memo,
+            external_reference=external_reference,
             created_at=now,
             posted_at=now,
             postings=legs,
+            partner_id=partner_id,
         )
         changed: dict[UUID, Account] = {}
         for leg in legs:
@@ -206,12 +258,12 @@ class _GroupFailed(Exception):
 
 @dataclass(slots=True)
 class _Waiting:
-    grouped: GroupedTransfer
+    grouped: GroupedMovement
     answer: asyncio.Future[Decided]
 
 
-class TransferGroups:
-    """Gathers concurrent transfers into groups, written ``max_in_flight`` at a time."""
+class MovementGroups:
+    """Gathers concurrent movements into groups, written ``max_in_flight`` at a time."""
 
     def __init__(
         self,
@@ -227,6 +279,7 @@ class TransferGroups:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writers: set[asyncio.Task[None]] = set()
+        self._settlements: dict[tuple[UUID, str], UUID] = {}
         self._closing = False
 
     def start(self) -> None:
@@ -235,7 +288,7 @@ class TransferGroups:
         self._task = asyncio.create_task(self._run(), context=contextvars.Context())
 
     async def stop(self) -> None:
-        """Finish the queued transfers, then stop; later transfers run alone."""
+        """Finish the queued movements, then stop; later ones run alone."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -244,19 +297,51 @@ class TransferGroups:
 
     async def transfer(self, cmd: Transfer) -> Transaction:
         """Run ``cmd`` in the next group; answered after that group commits."""
-        if self._task is None or self._closing:
+        if not self._grouping:
             return await transfer(cmd, self._new_uow())
-        call = current_call()
-        answer: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(GroupedTransfer(cmd, call), answer))
-        self._wake.set()
         try:
-            decided = await answer
+            return await self._in_group(GroupedMovement(cmd, current_call()))
         except _GroupFailed:
             return await transfer(cmd, self._new_uow())
-        if call is not None:
-            call.resource_ids.extend(decided.resources)
-            call.audited = True
+
+    async def deposit(self, cmd: Deposit) -> Transaction:
+        """Run ``cmd`` in the next group; answered after that group commits."""
+        if not self._grouping:
+            return await deposit(cmd, self._new_uow())
+        settlement_id = await self._settlement_account(cmd.caller.partner_id, cmd.amount.currency)
+        try:
+            return await self._in_group(GroupedMovement(cmd, current_call(), settlement_id))
+        except _GroupFailed:
+            return await deposit(cmd, self._new_uow())
+
+    @property
+    def _grouping(self) -> bool:
+        return self._task is not None and not self._closing
+
+    async def _settlement_account(self, partner_id: UUID, currency: str) -> UUID:
+        """The partner's settlement account in ``currency``, created on first use."""
+        known = self._settlements.get((partner_id, currency))
+        if known is not None:
+            return known
+        async with self._new_uow() as uow:
+            account_id = await uow.ledger.ensure_system_account(
+                account_id=uow.new_id(),
+                kind=AccountKind.SETTLEMENT,
+                currency=currency,
+                partner_id=partner_id,
+            )
+            await uow.connection.commit()  # an empty account: not the call's effect
+        self._settlements[(partner_id, currency)] = account_id
+        return account_id
+
+    async def _in_group(self, grouped: GroupedMovement) -> Transaction:
+        answer: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiting(grouped, answer))
+        self._wake.set()
+        decided = await answer
+        if grouped.call is not None:
+            grouped.call.resource_ids.extend(decided.resources)
+            grouped.call.audited = True
         if isinstance(decided.outcome, WalletError):
             raise decided.outcome
         return decided.outcome
@@ -299,12 +384,12 @@ class TransferGroups:
 
     async def _write(self, group: list[_Waiting]) -> None:
         try:
-            decided = await transfer_group([w.grouped for w in group], self._new_uow())
+            decided = await movement_group([w.grouped for w in group], self._new_uow())
         except WalletError as exc:  # e.g. the database is unavailable: the same for all
             for waiting in group:
                 _answer_error(waiting, exc)
         except Exception:
-            _log.exception("transfer group of %d failed; running its calls one by one", len(group))
+            _log.exception("movement group of %d failed; running its calls one by one", len(group))
             for waiting in group:
                 _answer_error(waiting, _GroupFailed())
         else:
