@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
@@ -282,3 +283,51 @@ async def test_a_deposit_into_a_system_account_is_not_found(
             )
         )
     await groups.stop()
+
+
+async def until_a_lock_is_awaited(engine: AsyncEngine) -> None:
+    for _ in range(1000):
+        if await count(engine, "SELECT count(*) FROM pg_locks WHERE NOT granted"):
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("nothing waited for the lock")
+
+
+async def test_a_call_cancelled_while_its_group_is_written_keeps_the_groups_audit_row(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    alice, a = await funded(ledger, "alice", 100)
+    _, b = await funded(ledger, "bob", 0)
+    groups = services.MovementGroups(uow)
+    groups.start()
+    record = _call()
+    cmd = transfer_cmd(alice, a, b, 10)
+
+    async def call() -> Transaction:
+        services.begin_call(record)
+        return await groups.transfer(cmd)
+
+    async with clean_db.connect() as blocker:
+        # Hold alice's account row: the group takes its claim, then waits for this lock.
+        await blocker.execute(
+            text("SELECT 1 FROM accounts WHERE account_id = :a FOR UPDATE"), {"a": a}
+        )
+        task = asyncio.create_task(call(), context=contextvars.Context())
+        await until_a_lock_is_awaited(clean_db)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done(), "the call waits for its group's outcome"
+        await blocker.rollback()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await groups.stop()
+
+    assert await ledger.balance(alice, a) == 90  # the group went through
+    assert record.audited  # so transport writes no second, "CANCELLED" row
+    row = await count(
+        clean_db,
+        "SELECT count(*) FROM audit_log WHERE call_id = :c AND code = 'OK' "
+        "AND cardinality(resource_ids) = 3",
+        c=record.call_id,
+    )
+    assert row == 1

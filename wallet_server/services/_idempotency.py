@@ -99,6 +99,8 @@ def success_response(result: Any) -> dict[str, Any]:
 
 def replay(response: Any, result_type: type[T]) -> T | WalletError:
     """What the first run returned, or the refusal it raised (to be raised again)."""
+    if response is None:
+        raise RuntimeError("idempotency record without a response")
     if "error" in response:
         error = response["error"]
         refusal: WalletError = _REMEMBERED_ERRORS[error["status"]](

@@ -18,7 +18,9 @@ settlement account is locked once per group of deposits, not once per deposit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import copy
 import dataclasses
 import logging
 from collections import deque
@@ -260,6 +262,7 @@ class _GroupFailed(Exception):
 class _Waiting:
     grouped: GroupedMovement
     answer: asyncio.Future[Decided]
+    taken: bool = False  # in a group being written: its outcome will come
 
 
 class MovementGroups:
@@ -316,7 +319,7 @@ class MovementGroups:
 
     @property
     def _grouping(self) -> bool:
-        return self._task is not None and not self._closing
+        return self._task is not None and not self._task.done() and not self._closing
 
     async def _settlement_account(self, partner_id: UUID, currency: str) -> UUID:
         """The partner's settlement account in ``currency``, created on first use."""
@@ -335,35 +338,54 @@ class MovementGroups:
         return account_id
 
     async def _in_group(self, grouped: GroupedMovement) -> Transaction:
-        answer: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiting(grouped, answer))
+        if not self._grouping:  # stopped while this call was getting ready
+            raise _GroupFailed
+        waiting = _Waiting(grouped, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
         self._wake.set()
-        decided = await answer
-        if grouped.call is not None:
-            grouped.call.resource_ids.extend(decided.resources)
-            grouped.call.audited = True
+        try:
+            decided = await asyncio.shield(waiting.answer)
+        except asyncio.CancelledError:
+            if not waiting.taken:
+                waiting.answer.cancel()  # never written: the group leaves it out
+                raise
+            # Its group is being written: whatever it decides is this call's effect, and the
+            # audit row the group writes is this call's row. Wait for it, then give up.
+            with contextlib.suppress(BaseException):
+                self._note_audited(grouped, await asyncio.shield(waiting.answer))
+            raise
+        self._note_audited(grouped, decided)
         if isinstance(decided.outcome, WalletError):
             raise decided.outcome
         return decided.outcome
 
+    @staticmethod
+    def _note_audited(grouped: GroupedMovement, decided: Decided) -> None:
+        if grouped.call is not None:
+            grouped.call.resource_ids.extend(decided.resources)
+            grouped.call.audited = True
+
     async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    await asyncio.gather(*self._writers)
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            # Wait for a free slot before taking: the queue keeps filling meanwhile.
-            await self._slots.acquire()
-            group = self._take()
-            if not group:
-                self._slots.release()
-                continue
-            writer = asyncio.create_task(self._write(group))
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)
+        try:
+            while self._queue or not self._closing:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                # Wait for a free slot before taking: the queue keeps filling meanwhile.
+                await self._slots.acquire()
+                group = self._take()
+                if not group:
+                    self._slots.release()
+                    continue
+                writer = asyncio.create_task(self._write(group))
+                self._writers.add(writer)
+                writer.add_done_callback(self._writers.discard)
+            await asyncio.gather(*self._writers)
+        finally:
+            self._closing = True  # from here on, movements run alone
+            while self._queue:
+                _answer_error(self._queue.popleft(), _GroupFailed())
 
     def _take(self) -> list[_Waiting]:
         """The next group, in arrival order: up to the size bound or a repeated key (which
@@ -379,6 +401,7 @@ class MovementGroups:
             if key in keys:
                 break
             keys.add(key)
+            waiting.taken = True
             group.append(self._queue.popleft())
         return group
 
@@ -387,11 +410,15 @@ class MovementGroups:
             decided = await movement_group([w.grouped for w in group], self._new_uow())
         except WalletError as exc:  # e.g. the database is unavailable: the same for all
             for waiting in group:
-                _answer_error(waiting, exc)
+                _answer_error(waiting, copy.copy(exc))  # each caller raises its own
         except Exception:
             _log.exception("movement group of %d failed; running its calls one by one", len(group))
             for waiting in group:
                 _answer_error(waiting, _GroupFailed())
+        except BaseException:  # cancelled: the calls run alone (a replay if it committed)
+            for waiting in group:
+                _answer_error(waiting, _GroupFailed())
+            raise
         else:
             for waiting, outcome in zip(group, decided, strict=True):
                 if not waiting.answer.done():

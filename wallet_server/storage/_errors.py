@@ -10,14 +10,23 @@ _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetect
 
 
 def is_retryable_conflict(exc: BaseException) -> bool:
-    """A serialization failure or deadlock: the whole transaction may simply run again."""
-    return isinstance(exc, DBAPIError) and isinstance(exc.orig, _RETRYABLE)
+    """A serialization failure or deadlock: the whole transaction may simply run again.
+
+    Both forms count: wrapped by the SQL toolkit, or raised by the driver itself on the hot
+    paths that use the driver connection directly."""
+    return isinstance(exc, _RETRYABLE) or (
+        isinstance(exc, DBAPIError) and isinstance(exc.orig, _RETRYABLE)
+    )
 
 
 def is_unavailable(exc: BaseException) -> bool:
     """The database cannot be reached (connection refused or lost, server shutting down)."""
     if isinstance(exc, OSError | ConnectionError | PoolTimeout):
         return True
-    if isinstance(exc, InterfaceError | OperationalError) and not is_retryable_conflict(exc):
+    if is_retryable_conflict(exc):
+        return False
+    if isinstance(exc, InterfaceError | OperationalError):
+        return True
+    if isinstance(exc, psycopg.InterfaceError | psycopg.OperationalError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated

@@ -136,12 +136,19 @@ class IdempotencyRepository:
                     "fingerprints": [pending[k] for k in ordered],
                 },
             )
+            claimed = []
             for row in rows:
                 pending.pop(row.request_id, None)
-                if not row.claimed:
+                if row.claimed:
+                    claimed.append(row.request_id)
+                else:
                     found[row.request_id] = StoredResponse(
                         row.method, bytes(row.fingerprint), row.response
                     )
+            # Purged while the claim waited on it: claimed afresh, though the snapshot still
+            # shows the old record.
+            for request_id in claimed:
+                found.pop(request_id, None)
             if not pending:
                 return found
             # Committed by a concurrent transaction after this statement's snapshot.

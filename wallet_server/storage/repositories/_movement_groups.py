@@ -248,6 +248,7 @@ class MovementGroupRepository:
         named: dict[tuple[str, str], UUID] = {}
         accounts: dict[UUID, Account] = {}
         missing = set(keys)
+        claimed: list[IdempotencyKey] = []
         for row in await cur.fetchall():
             tag = row[0]
             if tag == "a":
@@ -256,8 +257,14 @@ class MovementGroupRepository:
                 named[(row[1], row[7])] = row[5]
             else:
                 missing.discard((row[1], row[2]))
-                if tag == "s":
+                if tag == "c":
+                    claimed.append((row[1], row[2]))
+                else:
                     stored[(row[1], row[2])] = StoredResponse(row[7], bytes(row[3]), row[4])
+        # A key purged while the claim waited on it is claimed afresh, though the statement's
+        # snapshot still shows the old record: the claim is what counts.
+        for key in claimed:
+            stored.pop(key, None)
         if missing:
             stored.update(await self._read_late(missing))
         return GroupReads(stored=stored, named=named, accounts=accounts)
@@ -272,7 +279,7 @@ class MovementGroupRepository:
             (p, r): StoredResponse(m, bytes(f), resp) for p, r, m, f, resp in await cur.fetchall()
         }
         if len(found) != len(keys):
-            # Purged between the statements: the unit of work retries the whole group.
+            # Purged between the statements: the group fails and its calls run one by one.
             raise RuntimeError("idempotency keys neither claimable nor readable")
         return found
 
