@@ -5,6 +5,18 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+# An account's balance: its row plus the appended changes not folded into it yet (system
+# accounts only). Use with the accounts table aliased as ``a``.
+BALANCE = (
+    "CAST(a.posted + coalesce((SELECT sum(d.amount) FROM balance_deltas d "
+    "WHERE d.account_id = a.account_id), 0) AS bigint)"
+)
+
+# Every account's (id, balance as "posted", pending_out), for before/after comparisons.
+ACCOUNT_BALANCES = (
+    f"SELECT account_id, {BALANCE} AS posted, pending_out FROM accounts a ORDER BY account_id"
+)
+
 
 async def ledger_violations(engine: AsyncEngine) -> list[str]:
     """Every broken invariant, as text; an empty list is a healthy ledger."""
@@ -19,9 +31,9 @@ async def ledger_violations(engine: AsyncEngine) -> list[str]:
         problems += [f"unbalanced transaction {row[0]} ({row[1]}: {row[2]})" for row in unbalanced]
         drift = await conn.execute(
             text(
-                "SELECT a.account_id, a.posted, coalesce(sum(p.amount), 0) FROM accounts a "
+                f"SELECT a.account_id, {BALANCE}, coalesce(sum(p.amount), 0) FROM accounts a "
                 "LEFT JOIN postings p ON p.account_id = a.account_id "
-                "GROUP BY a.account_id HAVING a.posted <> coalesce(sum(p.amount), 0)"
+                f"GROUP BY a.account_id HAVING {BALANCE} <> coalesce(sum(p.amount), 0)"
             )
         )
         problems += [f"account {row[0]} posted {row[1]} != postings {row[2]}" for row in drift]
@@ -34,8 +46,8 @@ async def ledger_violations(engine: AsyncEngine) -> list[str]:
         problems += [f"user account {row[0]} is negative" for row in negative]
         total = await conn.execute(
             text(
-                "SELECT currency, sum(posted) FROM accounts "
-                "GROUP BY currency HAVING sum(posted) <> 0"
+                f"SELECT currency, sum({BALANCE}) FROM accounts a "
+                f"GROUP BY currency HAVING sum({BALANCE}) <> 0"
             )
         )
         problems += [f"{row[0]} does not sum to zero across accounts: {row[1]}" for row in total]

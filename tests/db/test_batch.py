@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
-from tests.ledger_checks import count, ledger_violations
+from tests.ledger_checks import BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     AccountKind,
@@ -185,7 +185,10 @@ async def test_each_item_gets_its_own_result_in_request_order(
 
     assert await w.ledger.balance(w.alice, w.a) == 150
     assert await w.ledger.balance(w.bob, w.b) == 250
-    assert await count(clean_db, "SELECT posted FROM accounts WHERE account_id = :a", a=w.s) == -400
+    assert (
+        await count(clean_db, f"SELECT {BALANCE} FROM accounts a WHERE account_id = :a", a=w.s)
+        == -400
+    )
     # Written in request order, each with its event for the user's and the partner's streams.
     posted_ids = [r.transaction.transaction_id for r in result.results if r.transaction]
     async with clean_db.connect() as conn:
@@ -389,7 +392,8 @@ async def test_a_thousand_item_batch(world: World, uow: UowFactory, clean_db: As
     assert await w.ledger.balance(w.alice, w.a) == expected
     total = sum(1 + i % 7 for i in range(1000))
     assert (
-        await count(clean_db, "SELECT posted FROM accounts WHERE account_id = :a", a=w.s) == -total
+        await count(clean_db, f"SELECT {BALANCE} FROM accounts a WHERE account_id = :a", a=w.s)
+        == -total
     )
     assert await ledger_violations(clean_db) == []
 
@@ -488,7 +492,7 @@ async def test_concurrent_batches_and_transfers_on_overlapping_accounts(
     paid_in = sum(i.amount.amount_minor for b in batches for i in b.transfers if i.amount)
     assert all(outcome(r) == "OK" for res in results for r in res.results)
     assert (
-        await count(clean_db, "SELECT posted FROM accounts WHERE account_id = :a", a=w.s)
+        await count(clean_db, f"SELECT {BALANCE} FROM accounts a WHERE account_id = :a", a=w.s)
         == -paid_in
     )
     assert await count(clean_db, "SELECT sum(posted) FROM accounts WHERE kind = 'user'") == paid_in

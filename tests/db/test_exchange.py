@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
-from tests.ledger_checks import count, ledger_violations
+from tests.ledger_checks import ACCOUNT_BALANCES, BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     INT64_MAX,
@@ -89,11 +89,7 @@ def exchange_cmd(
 async def snapshot(engine: AsyncEngine) -> tuple[object, ...]:
     """Everything an exchange may change: balances, postings, transactions, quotes, events."""
     async with engine.connect() as conn:
-        balances = (
-            await conn.execute(
-                text("SELECT account_id, posted, pending_out FROM accounts ORDER BY account_id")
-            )
-        ).all()
+        balances = (await conn.execute(text(ACCOUNT_BALANCES))).all()
         executed = (
             await conn.execute(text("SELECT quote_id, transaction_id FROM quotes ORDER BY 1"))
         ).all()
@@ -143,7 +139,10 @@ async def test_a_quote_executes_as_one_exchange_with_four_legs_through_the_fx_po
     async with clean_db.connect() as conn:
         pool_rows = (
             await conn.execute(
-                text("SELECT currency, account_id, posted FROM accounts WHERE kind = 'fx_pool'")
+                text(
+                    f"SELECT currency, account_id, {BALANCE} AS posted FROM accounts a "
+                    "WHERE kind = 'fx_pool'"
+                )
             )
         ).all()
     pool = {row.currency: row for row in pool_rows}
@@ -433,7 +432,8 @@ async def test_many_users_exchanging_at_once_keep_every_currency_balanced(
         assert await ledger.balance(user, jpy) == 3 * (1_513 - 758)
     assert (
         await count(
-            clean_db, "SELECT posted FROM accounts WHERE kind = 'fx_pool' AND currency = 'USD'"
+            clean_db,
+            f"SELECT {BALANCE} FROM accounts a WHERE kind = 'fx_pool' AND currency = 'USD'",
         )
         == 8 * 3 * 500
     )

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
-from tests.ledger_checks import count, ledger_violations
+from tests.ledger_checks import ACCOUNT_BALANCES, BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     FailedPrecondition,
@@ -129,7 +129,7 @@ def shop(timed_uow: Callable[[], services.UnitOfWork]) -> Shop:
 async def state(engine: AsyncEngine) -> dict[str, Any]:
     """Everything a refused money call must leave untouched (not its idempotency/audit rows)."""
     queries = {
-        "accounts": "SELECT account_id, posted, pending_out FROM accounts ORDER BY account_id",
+        "accounts": ACCOUNT_BALANCES,
         "orders": "SELECT order_id, status, refunded_amount, paid_at, payer_account_id, "
         "payment_transaction_id FROM orders ORDER BY order_id",
         "promotions": "SELECT promotion_id, spent, ended_at FROM promotions ORDER BY promotion_id",
@@ -212,7 +212,7 @@ async def test_create_read_pay_and_see_the_money_arrive(
     assert await ledger.balance(alice, a) == 7_500
     settlement = await count(
         clean_db,
-        "SELECT posted FROM accounts WHERE kind = 'settlement' AND partner_id = :p",
+        f"SELECT {BALANCE} FROM accounts a WHERE kind = 'settlement' AND partner_id = :p",
         p=merchant.partner_id,
     )
     assert settlement == 2_500

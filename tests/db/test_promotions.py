@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
 from tests.db.test_orders import FakeClock, Shop, events, freeze, funded_user, refused, state
-from tests.ledger_checks import count, ledger_violations
+from tests.ledger_checks import BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     FailedPrecondition,
@@ -106,7 +106,8 @@ def campaigns(timed_uow: Callable[[], services.UnitOfWork], clock: FakeClock) ->
 async def promotions_balance(engine: AsyncEngine, currency: str = "USD") -> int:
     return await count(
         engine,
-        "SELECT coalesce(sum(posted), 0) FROM accounts WHERE kind = 'promotions' AND currency = :c",
+        f"SELECT coalesce(sum({BALANCE}), 0) FROM accounts a "
+        "WHERE kind = 'promotions' AND currency = :c",
         c=currency,
     )
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
 from tests.db.test_exchange import exchange_cmd, funded_pair, quote, set_rate, snapshot
-from tests.ledger_checks import count, ledger_violations
+from tests.ledger_checks import BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     FailedPrecondition,
@@ -171,7 +171,7 @@ async def test_reversing_a_deposit_takes_it_back_to_the_partner_even_from_a_froz
 
     assert reversal.partner_id == partner.partner_id  # on the partner's event stream too
     assert await ledger.balance(alice, a) == 0
-    assert await count(clean_db, "SELECT posted FROM accounts WHERE kind = 'settlement'") == 0
+    assert await count(clean_db, f"SELECT {BALANCE} FROM accounts a WHERE kind = 'settlement'") == 0
     assert (
         await count(
             clean_db,

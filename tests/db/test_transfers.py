@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
-from tests.ledger_checks import count, ledger_violations
+from tests.ledger_checks import BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     FailedPrecondition,
@@ -60,7 +60,10 @@ async def test_deposit_then_transfer_moves_money_with_balanced_postings(
     assert await ledger.balance(bob, b) == 2_550
     assert await ledger_violations(clean_db) == []
     # The partner's settlement account is negative by what it paid in (system accounts may be).
-    assert await count(clean_db, "SELECT posted FROM accounts WHERE kind = 'settlement'") == -10_000
+    assert (
+        await count(clean_db, f"SELECT {BALANCE} FROM accounts a WHERE kind = 'settlement'")
+        == -10_000
+    )
 
 
 async def test_transfer_by_username_lands_in_that_users_account_of_the_currency(

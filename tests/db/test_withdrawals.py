@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
-from tests.ledger_checks import count, ledger_violations
+from tests.ledger_checks import ACCOUNT_BALANCES, BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     SCOPE_DEPOSIT,
@@ -106,7 +106,9 @@ async def balances(engine: AsyncEngine, account_id: UUID) -> tuple[int, int]:
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                text("SELECT posted, pending_out FROM accounts WHERE account_id = :a"),
+                text(
+                    f"SELECT {BALANCE} AS posted, pending_out FROM accounts a WHERE account_id = :a"
+                ),
                 {"a": account_id},
             )
         ).one()
@@ -121,9 +123,7 @@ async def snapshot(engine: AsyncEngine) -> dict[str, Any]:
             return [tuple(r) for r in await conn.execute(text(query))]
 
         return {
-            "accounts": await rows(
-                "SELECT account_id, posted, pending_out FROM accounts ORDER BY account_id"
-            ),
+            "accounts": await rows(ACCOUNT_BALANCES),
             "transactions": await rows(
                 "SELECT transaction_id, status, external_reference, status_message, posted_at "
                 "FROM transactions ORDER BY transaction_id"

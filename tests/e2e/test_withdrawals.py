@@ -16,7 +16,7 @@ from wallet.v1 import ledger_pb2, partner_pb2, partner_pb2_grpc, wallet_pb2
 
 from tests.e2e.conftest import Metadata, Wallet, channel
 from tests.e2e.errors import RichError, rich_error
-from tests.ledger_checks import ledger_violations
+from tests.ledger_checks import ACCOUNT_BALANCES, ledger_violations
 from wallet_server.config import Settings
 from wallet_server.domain import ALL_PARTNER_SCOPES, PayoutDestination
 from wallet_server.security import SecretBox, issue_certificate, partner_spiffe_id
@@ -105,9 +105,7 @@ async def state(wallet: Wallet) -> dict[str, Any]:
             return [tuple(r) for r in await conn.execute(text(query))]
 
         return {
-            "accounts": await rows(
-                "SELECT account_id, posted, pending_out FROM accounts ORDER BY account_id"
-            ),
+            "accounts": await rows(ACCOUNT_BALANCES),
             "transactions": await rows(
                 "SELECT transaction_id, status, external_reference, status_message "
                 "FROM transactions ORDER BY transaction_id"

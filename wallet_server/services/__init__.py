@@ -105,6 +105,7 @@ __all__ = [
 
 # Money-movement features: each module lists its own API in its __all__.
 from wallet_server.services import (
+    _balance_deltas,
     _batch,
     _exchange,
     _movement_groups,
@@ -115,6 +116,7 @@ from wallet_server.services import (
     _verification,
     _withdrawals,
 )
+from wallet_server.services._balance_deltas import *  # noqa: F403
 from wallet_server.services._batch import *  # noqa: F403
 from wallet_server.services._exchange import *  # noqa: F403
 from wallet_server.services._movement_groups import *  # noqa: F403
@@ -125,6 +127,7 @@ from wallet_server.services._statements import *  # noqa: F403
 from wallet_server.services._verification import *  # noqa: F403
 from wallet_server.services._withdrawals import *  # noqa: F403
 
+__all__ += _balance_deltas.__all__
 __all__ += _batch.__all__
 __all__ += _exchange.__all__
 __all__ += _orders.__all__

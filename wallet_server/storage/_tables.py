@@ -333,6 +333,18 @@ promotions = Table(
     Index(None, "created_at"),
 )
 
+# Balance changes of system accounts (settlement, FX pool, fees...). Every movement touching
+# such an account would otherwise update, and so lock until commit, its one row; instead it
+# appends here and a background job folds the rows into ``accounts.posted`` in batches. A
+# system account's balance is its ``posted`` plus its unfolded deltas.
+balance_deltas = Table(
+    "balance_deltas",
+    metadata,
+    Column("delta_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("account_id", UUID(as_uuid=True), ForeignKey("accounts.account_id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+)
+
 # The event log. Writers insert rows without a sequence in the transaction of the change;
 # one sequencer at a time numbers committed rows, so readers resuming "after N" miss nothing.
 outbox = Table(
@@ -352,6 +364,7 @@ outbox = Table(
 __all__ = [
     "accounts",
     "audit_log",
+    "balance_deltas",
     "exchange_rates",
     "idempotency_keys",
     "login_throttle",

@@ -30,6 +30,7 @@ from wallet.v1 import (
 from wallet_server.config import Settings
 from wallet_server.security import AccessTokenCodec, PasswordHasher, SecretBox
 from wallet_server.services import (
+    FOLD_BATCH,
     Authenticator,
     AuthPolicy,
     Clock,
@@ -39,6 +40,7 @@ from wallet_server.services import (
     RevocationList,
     UnitOfWork,
     expire_orders,
+    fold_balance_deltas,
     purge_idempotency_records,
     utc_now,
 )
@@ -154,6 +156,7 @@ class WalletServer:
             asyncio.create_task(self._monitor_database()),
             asyncio.create_task(self._purge_idempotency_records()),
             asyncio.create_task(self._expire_orders()),
+            asyncio.create_task(self._fold_balance_deltas()),
         ]
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -207,6 +210,19 @@ class WalletServer:
             except Exception:
                 _log.warning("idempotency purge failed; will retry", exc_info=True)
             await asyncio.sleep(600)
+
+    async def _fold_balance_deltas(self) -> None:
+        # System accounts' balances are their rows plus appended changes; keep that tail short.
+        while True:
+            try:
+                while (
+                    await fold_balance_deltas(UnitOfWork(self._engine, clock=self._clock))
+                    == FOLD_BATCH
+                ):
+                    pass
+            except Exception:
+                _log.warning("folding balance changes failed; will retry", exc_info=True)
+            await asyncio.sleep(0.2)
 
     async def _expire_orders(self) -> None:
         # Reads already treat overdue orders as expired; this tells their merchants.

@@ -74,20 +74,38 @@ _TX_COLUMNS = (
     "order_id, promotion_id, to_amount, to_currency, exchange_rate, status_message"
 )
 
+# Apply per-account changes of (posted, pending_out): user accounts (and any hold) on the
+# account row, which the caller has locked; a system account's posted change is appended to
+# balance_deltas, so movements never wait for its row. Returns the updated rows.
+_APPLY_DELTAS = """
+    d AS (
+        SELECT d.account_id, d.posted, d.pending, acc.kind
+        FROM unnest(CAST(:delta_accounts AS uuid[]), CAST(:delta_posted AS bigint[]),
+                    CAST(:delta_pending AS bigint[])) AS d(account_id, posted, pending)
+        JOIN accounts AS acc ON acc.account_id = d.account_id
+    ),
+    deferred AS (
+        INSERT INTO balance_deltas (account_id, amount)
+        SELECT d.account_id, d.posted FROM d
+        WHERE d.kind <> 'user' AND d.pending = 0 AND d.posted <> 0
+        ORDER BY d.account_id
+    )
+    UPDATE accounts AS a
+    SET posted = a.posted + d.posted, pending_out = a.pending_out + d.pending
+    FROM d
+    WHERE a.account_id = d.account_id AND (d.kind = 'user' OR d.pending <> 0)
+    RETURNING a.*
+"""
+
 # The legs and balance changes of a transaction, applied in the same statement as its row.
-_LEGS_AND_BALANCES = """
+_LEGS_AND_BALANCES = f"""
     legs AS (
         INSERT INTO postings (transaction_id, account_id, amount, currency, created_at)
         SELECT tx.transaction_id, leg.account_id, leg.amount, leg.currency, :legs_at
         FROM tx, unnest(CAST(:leg_accounts AS uuid[]), CAST(:leg_amounts AS bigint[]),
                         CAST(:leg_currencies AS text[])) AS leg(account_id, amount, currency)
-    )
-    UPDATE accounts AS a
-    SET posted = a.posted + d.posted, pending_out = a.pending_out + d.pending
-    FROM unnest(CAST(:delta_accounts AS uuid[]), CAST(:delta_posted AS bigint[]),
-                CAST(:delta_pending AS bigint[])) AS d(account_id, posted, pending)
-    WHERE a.account_id = d.account_id
-    RETURNING a.*
+    ),
+    {_APPLY_DELTAS}
 """
 
 # Insert a transaction with its legs and balance changes: one round trip.
@@ -156,13 +174,43 @@ _RECORD_MANY = text(
             WITH ORDINALITY AS leg(transaction_id, account_id, amount, currency, created_at, n)
         JOIN tx ON tx.transaction_id = leg.transaction_id
         ORDER BY leg.n
+    ),
+    {_APPLY_DELTAS}
+    """
+)
+
+
+_LOCK_ACCOUNTS = text(
+    """
+    SELECT * FROM (
+        SELECT * FROM accounts
+        WHERE account_id = ANY(CAST(:ids AS uuid[])) AND kind = 'user'
+        ORDER BY account_id
+        FOR UPDATE
+    ) AS locked
+    UNION ALL
+    SELECT * FROM accounts WHERE account_id = ANY(CAST(:ids AS uuid[])) AND kind <> 'user'
+    """
+)
+
+_FOLD_LOCK = 7746288  # one folder at a time: folders update accounts in no fixed order
+
+# The oldest appended changes, removed and added to their accounts, in one statement.
+_FOLD_DELTAS = text(
+    """
+    WITH moved AS (
+        DELETE FROM balance_deltas
+        WHERE delta_id IN (
+            SELECT delta_id FROM balance_deltas ORDER BY delta_id LIMIT :limit
+        )
+        RETURNING account_id, amount
+    ),
+    sums AS (SELECT account_id, sum(amount) AS amount FROM moved GROUP BY account_id),
+    folded AS (
+        UPDATE accounts AS a SET posted = a.posted + sums.amount
+        FROM sums WHERE a.account_id = sums.account_id
     )
-    UPDATE accounts AS a
-    SET posted = a.posted + d.posted, pending_out = a.pending_out + d.pending
-    FROM unnest(CAST(:delta_accounts AS uuid[]), CAST(:delta_posted AS bigint[]),
-                CAST(:delta_pending AS bigint[])) AS d(account_id, posted, pending)
-    WHERE a.account_id = d.account_id
-    RETURNING a.*
+    SELECT count(*) FROM moved
     """
 )
 
@@ -219,26 +267,29 @@ class LedgerRepository:
         currency: str,
         partner_id: UUID | None = None,
     ) -> UUID:
-        """The single system account of this kind/partner/currency, created on first use."""
-        stmt = (
+        """The single system account of this kind/partner/currency, created on first use.
+
+        Looked up before any insert: an insert that meets the existing row in the unique
+        index would wait for whichever transaction is updating that row."""
+        query = select(accounts.c.account_id).where(
+            accounts.c.kind == kind.value,
+            accounts.c.currency == currency,
+            accounts.c.partner_id.is_(None)
+            if partner_id is None
+            else accounts.c.partner_id == partner_id,
+        )
+        existing: UUID | None = (await self._conn.execute(query)).scalar_one_or_none()
+        if existing is not None:
+            return existing
+        await self._conn.execute(
             pg_insert(accounts)
             .values(
                 account_id=account_id, kind=kind.value, currency=currency, partner_id=partner_id
             )
             .on_conflict_do_nothing()
         )
-        await self._conn.execute(stmt)
-        found = await self._conn.execute(
-            select(accounts.c.account_id).where(
-                accounts.c.kind == kind.value,
-                accounts.c.currency == currency,
-                accounts.c.partner_id.is_(None)
-                if partner_id is None
-                else accounts.c.partner_id == partner_id,
-            )
-        )
-        account_id_found: UUID = found.scalar_one()
-        return account_id_found
+        created: UUID = (await self._conn.execute(query)).scalar_one()
+        return created
 
     async def get_account(self, account_id: UUID) -> Account | None:
         row = (
@@ -272,14 +323,24 @@ class LedgerRepository:
         return None if row is None else row.account_id
 
     async def lock_accounts(self, account_ids: Collection[UUID]) -> dict[UUID, Account]:
-        """Lock the rows in a deterministic order (by id) so concurrent movers cannot deadlock."""
-        stmt = (
-            select(accounts)
-            .where(accounts.c.account_id.in_(sorted(set(account_ids))))
-            .order_by(accounts.c.account_id)
-            .with_for_update()
+        """The accounts; user accounts locked in id order (so concurrent movers cannot
+        deadlock). System accounts are read, not locked: they may go negative, so nothing
+        about them is decided under a lock, and their balance changes are appended to
+        ``balance_deltas`` rather than written to their row. Their ``posted`` here leaves
+        out deltas not folded yet."""
+        result = await self._conn.execute(_LOCK_ACCOUNTS, {"ids": sorted(set(account_ids))})
+        return {row.account_id: _account(row) for row in result}
+
+    async def fold_balance_deltas(self, *, limit: int) -> int | None:
+        """Fold up to ``limit`` appended system-account changes into their accounts' rows;
+        how many, or None when another server is folding right now."""
+        held = await self._conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _FOLD_LOCK}
         )
-        return {row.account_id: _account(row) for row in await self._conn.execute(stmt)}
+        if not held.scalar_one():
+            return None
+        result = await self._conn.execute(_FOLD_DELTAS, {"limit": limit})
+        return int(result.scalar_one())
 
     async def record(
         self, tx: Transaction, *, initiator: str, holds: Mapping[UUID, int] | None = None

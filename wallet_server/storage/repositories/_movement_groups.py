@@ -30,7 +30,8 @@ _ACCOUNT_COLUMNS = (
 #    each other's keys in one order) and report the stored record of every key already
 #    taken (read from the snapshot before the insert, so never a key claimed here);
 #  - resolve (username, currency) destinations to the user's first-opened account;
-#  - lock every account involved, in id order like every other writer. The count over
+#  - lock every user account involved, in id order like every other writer, and read the
+#    system accounts without a lock (their changes go to balance_deltas). The count over
 #    ``claimed`` runs once before the first lock is taken: a group never waits for a key
 #    while it holds account locks, so it cannot deadlock with a group that holds the key.
 # Rows are tagged: 'c' claimed, 's' stored, 'n' named destination, 'a' locked account.
@@ -63,10 +64,15 @@ _CLAIM_AND_LOCK = f"""
     locked AS (
         SELECT {_ACCOUNT_COLUMNS}
         FROM accounts AS a
-        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted))
+        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind = 'user'
             AND (SELECT count(*) FROM claimed) >= 0
         ORDER BY a.account_id
         FOR UPDATE OF a
+    ),
+    system AS (
+        SELECT {_ACCOUNT_COLUMNS}
+        FROM accounts AS a
+        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind <> 'user'
     )
     SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::jsonb,
         NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
@@ -85,6 +91,10 @@ _CLAIM_AND_LOCK = f"""
     SELECT 'a', NULL, NULL, NULL, NULL, l.account_id, l.kind, l.currency, l.owner_user_id,
         l.partner_id, l.posted, l.pending_out, l.frozen, l.created_at
     FROM locked AS l
+    UNION ALL
+    SELECT 'a', NULL, NULL, NULL, NULL, s.account_id, s.kind, s.currency, s.owner_user_id,
+        s.partner_id, s.posted, s.pending_out, s.frozen, s.created_at
+    FROM system AS s
 """
 
 # Keys that a concurrent transaction committed after the claim statement's snapshot.
@@ -123,11 +133,22 @@ _RECORD = """
         JOIN tx ON tx.transaction_id = leg.transaction_id
         ORDER BY leg.n
     ),
-    balances AS (
-        UPDATE accounts AS a SET posted = a.posted + d.posted
+    delta AS (
+        SELECT d.account_id, d.posted, acc.kind
         FROM unnest(%(delta_accounts)b::uuid[], %(delta_posted)b::bigint[])
             AS d(account_id, posted)
-        WHERE a.account_id = d.account_id
+        JOIN accounts AS acc ON acc.account_id = d.account_id
+    ),
+    balances AS (
+        UPDATE accounts AS a SET posted = a.posted + delta.posted
+        FROM delta
+        WHERE a.account_id = delta.account_id AND delta.kind = 'user'
+    ),
+    deferred AS (
+        INSERT INTO balance_deltas (account_id, amount)
+        SELECT delta.account_id, delta.posted FROM delta
+        WHERE delta.kind <> 'user' AND delta.posted <> 0
+        ORDER BY delta.account_id
     )"""
 
 _STORE_RESPONSES = """
