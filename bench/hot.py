@@ -1,14 +1,18 @@
-"""The hot-account mix: every deposit comes from ONE partner settlement account and every
-payment goes to ONE merchant's settlement account.
+"""The payment mixes: the hot-account mix and the same mix spread over many partners.
 
 Each slot alternates between its two kinds of operation, so the mix is half and half:
 
-* ``deposit``: ``PartnerService.Deposit`` of 1 minor unit by the demo partner (mutual TLS)
-  into a random benchmark account; one RPC, debits the demo partner's settlement account.
-* ``payment``: the merchant partner creates a 1-minor-unit order
-  (``PartnerService.CreateOrder``, mutual TLS as the merchant), then the slot's user pays it
-  (``WalletService.PayOrder``, bearer token); two RPCs timed together as one operation,
-  credits the merchant's settlement account.
+* ``deposit``: ``PartnerService.Deposit`` of 1 minor unit by a depositing partner (mutual TLS)
+  into a random benchmark account; one RPC, debits that partner's settlement account.
+* ``payment``: a merchant partner creates a 1-minor-unit order (``PartnerService.CreateOrder``,
+  mutual TLS as the merchant), then the slot's user pays it (``WalletService.PayOrder``,
+  bearer token); two RPCs timed together as one operation, credits that merchant's settlement
+  account.
+
+The hot mix has ONE depositing partner (the demo partner) and ONE merchant, so every deposit
+debits one settlement account and every payment credits one. The spread mix picks, per
+operation, a random partner among several depositing partners and a random merchant among
+several merchants.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from grpc import aio
 from wallet.v1 import partner_pb2, partner_pb2_grpc, wallet_pb2, wallet_pb2_grpc
@@ -29,20 +34,41 @@ MERCHANT = "bench-shop"  # partner name; its certificate stem is "partner-bench-
 MERCHANT_IDENTITY = f"partner-{MERCHANT}"
 
 
+def extra_depositors(count: int) -> tuple[str, ...]:
+    """Partner names of the spread mix's depositing partners besides the demo partner."""
+    return tuple(f"bench-bank-{i}" for i in range(1, count + 1))
+
+
+def extra_merchants(count: int) -> tuple[str, ...]:
+    """Partner names of the spread mix's merchants besides ``MERCHANT``."""
+    return tuple(f"{MERCHANT}-{i}" for i in range(1, count + 1))
+
+
+def identity(partner: str) -> str:
+    """Certificate stem of a partner registered by name."""
+    return f"partner-{partner}"
+
+
 @dataclass(frozen=True)
 class HotTask:
     target: Target
     in_flight: int
-    channels: int
+    channels: int  # per kind of caller; split among the partners of that kind
     window: Window
     payers: tuple[Holder, ...]  # one per slot where there are enough
     deposit_destinations: tuple[str, ...]
+    depositors: tuple[str, ...] = (DEMO_PARTNER,)  # certificate stems; one picked per deposit
+    merchants: tuple[str, ...] = (MERCHANT_IDENTITY,)  # certificate stems; one per payment
+
+
+# Per partner, per channel; the async stub class exists only in the type stubs.
+PartnerStubs: TypeAlias = "list[list[partner_pb2_grpc.PartnerServiceAsyncStub]]"
 
 
 @dataclass(frozen=True)
 class Stubs:
-    depositor: list[partner_pb2_grpc.PartnerServiceAsyncStub]
-    merchant: list[partner_pb2_grpc.PartnerServiceAsyncStub]
+    depositors: PartnerStubs
+    merchants: PartnerStubs
     wallet: list[wallet_pb2_grpc.WalletServiceAsyncStub]
 
 
@@ -50,11 +76,12 @@ def run_hot(task: HotTask) -> LoadResult:
     return asyncio.run(_hot(task))
 
 
-def deposit_step(stubs: Stubs, task: HotTask) -> Callable[[int], Awaitable[Done]]:
-    rng = random.Random()  # noqa: S311 - picks destinations, not secrets
-
+def deposit_step(
+    stubs: Stubs, task: HotTask, rng: random.Random
+) -> Callable[[int], Awaitable[Done]]:
     async def deposit(slot: int) -> Done:
-        await stubs.depositor[slot % len(stubs.depositor)].Deposit(
+        partner = rng.choice(stubs.depositors)
+        await partner[slot % len(partner)].Deposit(
             partner_pb2.DepositRequest(
                 request_id=str(uuid.uuid4()),
                 account_id=rng.choice(task.deposit_destinations),
@@ -67,10 +94,13 @@ def deposit_step(stubs: Stubs, task: HotTask) -> Callable[[int], Awaitable[Done]
     return deposit
 
 
-def payment_step(stubs: Stubs, task: HotTask) -> Callable[[int], Awaitable[Done]]:
+def payment_step(
+    stubs: Stubs, task: HotTask, rng: random.Random
+) -> Callable[[int], Awaitable[Done]]:
     async def payment(slot: int) -> Done:
         payer = task.payers[slot % len(task.payers)]
-        created = await stubs.merchant[slot % len(stubs.merchant)].CreateOrder(
+        merchant = rng.choice(stubs.merchants)
+        created = await merchant[slot % len(merchant)].CreateOrder(
             partner_pb2.CreateOrderRequest(
                 request_id=str(uuid.uuid4()), amount=usd(1), description="bench"
             )
@@ -91,7 +121,8 @@ def payment_step(stubs: Stubs, task: HotTask) -> Callable[[int], Awaitable[Done]
 
 
 def mix_operation(stubs: Stubs, task: HotTask) -> Operation:
-    steps = (deposit_step(stubs, task), payment_step(stubs, task))
+    rng = random.Random()  # noqa: S311 - picks partners and destinations, not secrets
+    steps = (deposit_step(stubs, task, rng), payment_step(stubs, task, rng))
     turns = [slot % 2 for slot in range(task.in_flight)]  # half the slots start with each
 
     async def call(slot: int) -> Done:
@@ -103,16 +134,26 @@ def mix_operation(stubs: Stubs, task: HotTask) -> Operation:
 
 
 async def _hot(task: HotTask) -> LoadResult:
-    public = await connect(task.target, task.channels)
-    depositor = await connect(task.target, task.channels, identity=DEMO_PARTNER)
-    merchant = await connect(task.target, task.channels, identity=MERCHANT_IDENTITY)
-    stubs = Stubs(
-        depositor=[partner_pb2_grpc.PartnerServiceStub(ch) for ch in depositor],
-        merchant=[partner_pb2_grpc.PartnerServiceStub(ch) for ch in merchant],
-        wallet=[wallet_pb2_grpc.WalletServiceStub(ch) for ch in public],
-    )
-    channels: list[aio.Channel] = [*public, *depositor, *merchant]
+    opened: list[aio.Channel] = []
+
+    async def partner_stubs(identities: tuple[str, ...]) -> PartnerStubs:
+        """``task.channels`` connections split among the partners, at least one each."""
+        each = max(1, task.channels // len(identities))
+        stubs: PartnerStubs = []
+        for who in identities:
+            group = await connect(task.target, each, identity=who)
+            opened.extend(group)
+            stubs.append([partner_pb2_grpc.PartnerServiceStub(ch) for ch in group])
+        return stubs
+
     try:
+        public = await connect(task.target, task.channels)
+        opened.extend(public)
+        stubs = Stubs(
+            depositors=await partner_stubs(task.depositors),
+            merchants=await partner_stubs(task.merchants),
+            wallet=[wallet_pb2_grpc.WalletServiceStub(ch) for ch in public],
+        )
         return await closed_loop(mix_operation(stubs, task), task.in_flight, task.window)
     finally:
-        await close(channels)
+        await close(opened)

@@ -22,8 +22,11 @@ DEFINITIONS = {
     "hot mix": "one call = one money movement: half Deposit by the demo partner into random "
     "users (1 RPC, debits ONE settlement account), half payment to ONE merchant "
     "(CreateOrder by the merchant then PayOrder by the user: 2 RPCs timed together)",
-    "hot / spread": "hot mix transfers/s over Transfer (spread) transfers/s at the same "
-    "concurrency",
+    "spread mix": "the hot mix's operations, but each Deposit by a random one of several "
+    "depositing partners (the demo partner and the extra ones) and each payment to a random "
+    "one of as many merchants, so no one settlement account takes all the movements",
+    "hot / spread": "hot mix transfers/s over spread mix transfers/s at the same concurrency, "
+    "measured in the same run",
     "WatchAccount delivery": "calls/s = events delivered per second to the active streams; "
     "latency = event arrival minus the Transfer's OK response (0 if the event came first)",
     "server_cpu_pct": "CPU of the server process tree (workers included, PostgreSQL not) "
@@ -35,7 +38,8 @@ DEFINITIONS = {
 STEADY_STATE_MIN = 0.8
 LEGEND = (
     "one call = a health Check | a Transfer | a CreateTransfers batch (latency per batch) | "
-    "hot mix: a Deposit, or a payment = CreateOrder + PayOrder | WatchAccount: an event "
+    "hot / spread mix: a Deposit, or a payment = CreateOrder + PayOrder (hot: ONE depositing "
+    "partner and ONE merchant; spread: the same mix over several of each) | WatchAccount: an event "
     "delivered (latency after the Transfer's OK). xfers/s = money movements per second; "
     "x empty, x pg = xfers/s (else calls/s) over the empty RPC's calls/s and pgbench's "
     "transfers/s at the same concurrency; cpu% and rss of the server process tree."
@@ -104,14 +108,14 @@ def add_ratios(rows: list[Row]) -> None:
 
 
 def hot_vs_spread(rows: list[Row]) -> dict[str, float]:
-    """hot mix / Transfer (spread) throughput, by concurrency."""
+    """hot mix / spread mix throughput, by concurrency."""
     found: dict[str, float] = {}
     for hot in (r for r in rows if r.scenario.startswith("hot mix")):
         spread = next(
             (
                 r
                 for r in rows
-                if r.scenario.startswith("Transfer") and r.concurrency == hot.concurrency
+                if r.scenario.startswith("spread mix") and r.concurrency == hot.concurrency
             ),
             None,
         )

@@ -8,7 +8,8 @@ Baselines measured in the same run: an empty unary RPC (health ``Check``) on the
 and the raw PostgreSQL ceiling (``pgbench -M prepared``, one statement per transfer).
 
 Scenarios: Transfer between many accounts; ``CreateTransfers`` batches of 100 and 1000 items;
-a hot-account mix (deposits from ONE settlement account, payments to ONE merchant); and
+a hot-account mix (deposits from ONE settlement account, payments to ONE merchant) and the
+same mix spread over several depositing partners and merchants, at the same concurrency; and
 streams (many idle ``WatchAccount`` streams plus active ones, with event delivery latency
 and the server's memory). Exits non-zero if ``VerifyLedger`` finds violations or any request
 failed.
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import batches, client, hot, pg, streams
+from bench.client import DEMO_PARTNER
 from bench.loop import LoadResult, Window, merge
 from bench.report import (
     DEFINITIONS,
@@ -91,6 +93,7 @@ class Plan:
     hot_concurrency: int = 16
     hot_warmup_s: float = 2.0
     hot_duration_s: float = 5.0
+    spread_partners: int = 8  # extra depositing partners and merchants in the spread mix
     idle_streams: int = 2000
     active_streams: int = 100
     stream_transfers_per_s: float = 100.0  # paced, to the active streams' accounts
@@ -209,7 +212,14 @@ class Bench:
         self.settlement = self.pool.apply(
             client.run_settlement_account, (self.target, self.holders[0][0].account_id)
         )
-        self.server.register_partner(hot.MERCHANT, "merchant")
+        self.server.register_partners(
+            {
+                **dict.fromkeys(hot.extra_depositors(self.plan.spread_partners), "deposits"),
+                **dict.fromkeys(
+                    (hot.MERCHANT, *hot.extra_merchants(self.plan.spread_partners)), "merchant"
+                ),
+            }
+        )
         pg.prepare(self.url, len(self.destinations))
         print(f"  done in {time.monotonic() - t0:.1f}s", flush=True)
 
@@ -285,13 +295,25 @@ class Bench:
         m = self.measure(batches.run_batches, tasks, w)
         self.found.add(self.row(label, conc, m, moves_money=True), m.result.errors)
 
-    def hot_mix(self, conc: int) -> None:
-        label = "hot mix (Deposit|payment)"
+    def payment_mix(self, conc: int, *, spread: bool) -> None:
+        """The hot mix (one depositing partner, one merchant) or the same operations spread
+        over ``1 + spread_partners`` depositing partners and as many merchants."""
+        label = f"{'spread' if spread else 'hot'} mix (Deposit|payment)"
         print(f"running {label} at {conc} in flight...", flush=True)
+        extra = self.plan.spread_partners if spread else 0
+        depositors = (DEMO_PARTNER, *map(hot.identity, hot.extra_depositors(extra)))
+        merchants = tuple(map(hot.identity, (hot.MERCHANT, *hot.extra_merchants(extra))))
         w = self.window(self.plan.hot_warmup_s, self.plan.hot_duration_s)
         tasks = [
             hot.HotTask(
-                self.target, n, min(self.channels, n), w, tuple(self.holders[i]), self.destinations
+                self.target,
+                n,
+                min(self.channels, n),
+                w,
+                tuple(self.holders[i]),
+                self.destinations,
+                depositors,
+                merchants,
             )
             for i, n in enumerate(self.shares(conc))
         ]
@@ -334,7 +356,8 @@ class Bench:
                 self.batch(conc, size, warmup_s)
         if conc == self.plan.hot_concurrency:
             self.fresh_tokens()
-            self.hot_mix(conc)
+            self.payment_mix(conc, spread=False)
+            self.payment_mix(conc, spread=True)
         self.pgbench(conc)
 
     def verify(self) -> None:
@@ -457,9 +480,19 @@ class StreamsRun:
         self.bench.found.streams = summary.as_json()
 
 
-def hot_block(ratios: dict[str, float]) -> str:
+HOT_TARGET = 0.8  # hot mix throughput over the spread mix's, at least
+
+
+def hot_block(ratios: dict[str, float], partners: int) -> str:
     return "\n".join(
-        f"hot / spread at {conc} in flight: {ratio:.2f} (hot mix transfers/s over Transfer's)"
+        textwrap.fill(
+            f"hot / spread at {conc} in flight: {ratio:.2f} = hot mix movements/s (1 depositing "
+            f"partner, 1 merchant) over spread mix movements/s (the same operations over "
+            f"{partners} depositing partners and {partners} merchants); target >= {HOT_TARGET}: "
+            f"{'met' if ratio >= HOT_TARGET else 'NOT met'}",
+            width=len(HEAD),
+            subsequent_indent="  ",
+        )
         for conc, ratio in ratios.items()
     )
 
@@ -518,11 +551,14 @@ def report(started: datetime, plan: Plan, workers: int, found: Findings) -> dict
     }
 
 
-def print_outcome(found: Findings) -> None:
+def print_outcome(found: Findings, plan: Plan) -> None:
     print()
     print(table(found.rows))
     print(textwrap.fill(LEGEND, width=len(HEAD)))
-    blocks = (hot_block(hot_vs_spread(found.rows)), streams_block(found.streams))
+    blocks = (
+        hot_block(hot_vs_spread(found.rows), 1 + plan.spread_partners),
+        streams_block(found.streams),
+    )
     for line in [*warnings(found.rows), *blocks]:
         if line:
             print(line)
@@ -598,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     add_ratios(found.rows)
-    print_outcome(found)
+    print_outcome(found, plan)
     out = write_report(report(started, plan, args.workers, found), started, plan)
     print(f"\nwrote {out}")
     print_problems(found)

@@ -78,20 +78,33 @@ class Server:
     def cpu_seconds(self) -> float:
         return self.usage().cpu_s
 
-    def register_partner(self, name: str, scopes: str) -> None:
-        """A partner with a certificate from the dev CA (``partner-<name>.pem`` in certs)."""
+    def register_partners(self, partners: dict[str, str]) -> None:
+        """Partners (name -> comma-separated scopes), each with a certificate from the dev CA
+        (``partner-<name>.pem`` in certs); the CLI processes run side by side."""
         certs = self.data_dir / "certs"
-        self._cli("certs", "issue", "--dir", str(certs), "--partner", name)
-        self._cli(
-            "register-partner", name, "--scopes", scopes, "--database-url", self.database_url()
+        self._cli_all([("certs", "issue", "--dir", str(certs), "--partner", n) for n in partners])
+        url = self.database_url()
+        self._cli_all(
+            [
+                ("register-partner", name, "--scopes", scopes, "--database-url", url)
+                for name, scopes in partners.items()
+            ]
         )
 
-    def _cli(self, *args: str) -> None:
-        done = subprocess.run(
-            [wallet_server_exe(), *args], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"wallet-server {args[0]} failed: {done.stderr.strip()[-400:]}")
+    def _cli_all(self, commands: list[tuple[str, ...]]) -> None:
+        running = [
+            subprocess.Popen(
+                [wallet_server_exe(), *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for args in commands
+        ]
+        stderrs = [p.communicate()[1] for p in running]  # all of them end before any raise
+        for args, p, stderr in zip(commands, running, stderrs, strict=True):
+            if p.returncode != 0:
+                raise RuntimeError(f"wallet-server {args[0]} failed: {stderr.strip()[-400:]}")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
