@@ -321,6 +321,9 @@ async def _streams(task: StreamTask) -> StreamResult:
     finally:
         await watchers.close()
         await close(channels)
+        # Thousands of ended streams: their completions take longer than close()'s pause
+        # to arrive, and must arrive before asyncio.run closes the loop.
+        await asyncio.sleep(min(5.0, 0.0002 * len(watchers.tasks)))
     result.idle_messages = watchers.idle_messages
     errors.update(watchers.errors)
     if result.missing:

@@ -35,10 +35,8 @@ from wallet_server.domain import (
     NotFound,
     Transaction,
     TransactionKind,
-    TransactionStatus,
     WalletError,
     normalize_username,
-    plan_transfer,
     transaction_event,
 )
 from wallet_server.services._accounts import account_not_found
@@ -53,7 +51,7 @@ from wallet_server.services._idempotency import (
     replay,
     success_response,
 )
-from wallet_server.services._movements import deposit, transfer
+from wallet_server.services._movements import decide_movement, deposit, transfer
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
 from wallet_server.storage.repositories import GroupReads, GroupWrites, IdempotencyKey
@@ -214,27 +212,20 @@ class _Decider:
         external_reference: str,
         partner_id: UUID | None,
     ) -> Transaction:
-        destination = self._accounts.get(destination_id)
-        if destination is None or destination.kind is not AccountKind.USER:
-            raise account_not_found(destination_id)
-        legs = plan_transfer(source, destination, cmd.amount)
-        now = self._uow.now()
-        tx = Transaction(
+        tx = decide_movement(
+            source,
+            destination_id,
+            self._accounts.get(destination_id),
+            cmd,
             transaction_id=self._uow.new_id(),
+            now=self._uow.now(),
             kind=kind,
-            status=TransactionStatus.POSTED,
-            amount=cmd.amount,
-            from_account_id=source.account_id,
-            to_account_id=destination_id,
             memo=memo,
             external_reference=external_reference,
-            created_at=now,
-            posted_at=now,
-            postings=legs,
             partner_id=partner_id,
         )
         changed: dict[UUID, Account] = {}
-        for leg in legs:
+        for leg in tx.postings:
             before = self._accounts[leg.account_id]
             changed[leg.account_id] = dataclasses.replace(before, posted=before.posted + leg.amount)
         self._accounts.update(changed)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 from wallet_server.domain import (
+    Account,
     AccountKind,
     EventType,
     NotFound,
@@ -60,27 +62,55 @@ async def _post(
         source_must_belong_to is not None and source.owner_user_id != source_must_belong_to
     ):
         raise account_not_found(source_id)
-    if destination is None or destination.kind is not AccountKind.USER:
-        raise account_not_found(destination_id)
-    legs = plan_transfer(source, destination, cmd.amount)
-    now = uow.now()
-    tx = Transaction(
+    tx = decide_movement(
+        source,
+        destination_id,
+        destination,
+        cmd,
         transaction_id=uow.new_id(),
+        now=uow.now(),
         kind=kind,
-        status=TransactionStatus.POSTED,
-        amount=cmd.amount,
-        from_account_id=source_id,
-        to_account_id=destination_id,
         memo=memo,
         external_reference=external_reference,
-        created_at=now,
-        posted_at=now,
-        postings=legs,
         partner_id=partner_id,
     )
     changed = await uow.ledger.record(tx, initiator=initiator)
     await publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
     return tx
+
+
+def decide_movement(
+    source: Account,
+    destination_id: UUID,
+    destination: Account | None,
+    cmd: Transfer | Deposit,
+    *,
+    transaction_id: UUID,
+    now: datetime,
+    kind: TransactionKind,
+    memo: str,
+    external_reference: str,
+    partner_id: UUID | None,
+) -> Transaction:
+    """The posted transaction moving ``cmd.amount`` to a user account, or the refusal.
+
+    One decision for the single and the grouped path, so their rules cannot drift apart."""
+    if destination is None or destination.kind is not AccountKind.USER:
+        raise account_not_found(destination_id)
+    return Transaction(
+        transaction_id=transaction_id,
+        kind=kind,
+        status=TransactionStatus.POSTED,
+        amount=cmd.amount,
+        from_account_id=source.account_id,
+        to_account_id=destination_id,
+        memo=memo,
+        external_reference=external_reference,
+        created_at=now,
+        posted_at=now,
+        postings=plan_transfer(source, destination, cmd.amount),
+        partner_id=partner_id,
+    )
 
 
 @retry_on_conflict
