@@ -22,8 +22,10 @@ from tests.ledger_checks import BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
     AccountKind,
+    EventType,
     FailedPrecondition,
     InvalidArgument,
+    LedgerEvent,
     Money,
     PartnerPrincipal,
     Reason,
@@ -31,6 +33,9 @@ from wallet_server.domain import (
     TransactionStatus,
     UserPrincipal,
 )
+from wallet_server.services._batch import _digests
+from wallet_server.services._codec import decode_as, encode
+from wallet_server.services._idempotency import fingerprint, success_response
 
 UowFactory = Callable[[], services.UnitOfWork]
 
@@ -521,3 +526,68 @@ async def test_an_item_sent_in_concurrent_batches_is_applied_once(
     assert await w.ledger.balance(w.alice, w.a) == 40
     assert await w.ledger.balance(w.bob, w.b) == 10
     assert await ledger_violations(clean_db) == []
+
+
+async def test_stored_responses_and_events_have_the_single_call_format(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    """Each transaction is serialized once for its response, its event and the batch's
+    response: what is stored is what the generic encoding makes."""
+    w = world
+    memo = 'quotes " and \\ and ünïcode'
+    items = [
+        item(w.s, w.a, 100, memo=memo),
+        item(w.s, uuid4(), 100),  # refused: remembered
+        item(w.s, w.b, 250),
+    ]
+    cmd = batch(w.partner, items)
+    result = await services.create_transfers(cmd, uow())
+
+    async with clean_db.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT request_id, response FROM idempotency_keys WHERE principal = :p"),
+            {"p": w.partner.key},
+        )
+        stored = {row[0]: row[1] for row in rows}
+        payloads = [
+            row[0]
+            for row in await conn.execute(
+                text(
+                    "SELECT payload FROM outbox WHERE payload -> 'transaction' ->> 'kind' = "
+                    "'transfer' ORDER BY event_id"
+                )
+            )
+        ]
+    assert stored[cmd.request_id] == success_response(result)
+    first, refused, third = result.results
+    assert first.transaction is not None
+    assert third.transaction is not None
+    assert first.transaction.memo == memo
+    assert stored[items[0].request_id] == {"result": encode(first.transaction)}
+    assert refused.error is not None
+    assert stored[items[1].request_id] == {
+        "error": {
+            "status": refused.error.code,
+            "reason": refused.error.reason,
+            "message": refused.error.message,
+        }
+    }
+    assert stored[items[2].request_id] == {"result": encode(third.transaction)}
+    events = [decode_as(LedgerEvent, p) for p in payloads]
+    assert [encode(e) for e in events] == payloads
+    assert [(e.type, e.transaction) for e in events] == [
+        (EventType.TRANSACTION_CREATED, first.transaction),
+        (EventType.TRANSACTION_CREATED, third.transaction),
+    ]
+
+
+def test_batch_and_item_fingerprints_match_the_generic_ones() -> None:
+    partner = PartnerPrincipal(partner_id=uuid4(), name="acme", scopes=frozenset())
+    malformed = services.BatchTransfer(uuid4(), None, None, None, "", invalid="bad amount")
+    items = [item(uuid4(), uuid4(), 5, memo='ü " \\'), malformed, item(uuid4(), None, 7)]
+    for atomic in (False, True):
+        cmd = batch(partner, items, atomic=atomic)
+        assert _digests(cmd) == (
+            fingerprint("CreateTransfers", cmd),
+            {i.request_id: fingerprint("CreateTransfers/item", i) for i in items if not i.invalid},
+        )

@@ -3,11 +3,13 @@
 A partner pays up to 1000 users in one call, from its own settlement accounts (the proto
 contract: any other source is NOT_FOUND) to user accounts (any other destination is
 NOT_FOUND, as for a deposit). The whole batch takes a fixed number of statements whatever
-its size: claim every item's idempotency key in one, lock every involved account in one
-(sorted, so concurrent batches and single transfers cannot deadlock), decide each item in
-order in memory against the running balances, then write every posted transaction with
-its legs and balance changes in one, the items' remembered outcomes in one and their
-events in one.
+its size, on the driver connection with binary parameters: one claims every item's
+idempotency key and locks the accounts of the items it claimed (sorted, so concurrent
+batches and single transfers cannot deadlock); each item is then decided in order in memory
+against the running balances; one more writes every posted transaction with its legs and
+balance changes, the items' remembered outcomes, the batch's own response and the events.
+Each transaction is serialized to JSON once, for its response, its event and the batch's
+response.
 
 Idempotency works at two levels, both scoped to the partner: the batch's ``request_id``
 replays the whole response; each item's ``request_id`` replays that item's original outcome
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +34,7 @@ from wallet_server.domain import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    LedgerEvent,
     Money,
     NotFound,
     PartnerPrincipal,
@@ -45,11 +49,16 @@ from wallet_server.domain import (
 from wallet_server.services._accounts import account_not_found
 from wallet_server.services._call import note_resources
 from wallet_server.services._codec import decode_as, encode
-from wallet_server.services._events import publish
-from wallet_server.services._idempotency import fingerprint, run_once
+from wallet_server.services._idempotency import (
+    REMEMBERED_ERRORS,
+    fingerprint_of,
+    key_reused,
+    refusal_response,
+    replay,
+)
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
-from wallet_server.storage.repositories import StoredResponse
+from wallet_server.storage.repositories import BatchEvent, BatchWrites, StoredResponse
 
 MAX_BATCH_TRANSFERS = 1000
 _METHOD = "CreateTransfers"
@@ -165,13 +174,66 @@ def _replayed(prior: StoredResponse, digest: bytes) -> Outcome:
     return decode_as(Transaction, response["result"])
 
 
-def _remembered(outcome: Outcome) -> Any:
-    """The stored response of a decided item, in the format single calls use."""
-    if isinstance(outcome, BatchItemError):
-        return {
-            "error": {"status": outcome.code, "reason": outcome.reason, "message": outcome.message}
-        }
-    return {"result": encode(outcome)}
+def _remembered(outcome: BatchItemError) -> Any:
+    """The stored response of a refused item, in the format single calls use."""
+    return {"error": {"status": outcome.code, "reason": outcome.reason, "message": outcome.message}}
+
+
+def _digests(cmd: CreateTransfers) -> tuple[bytes, dict[UUID, bytes]]:
+    """The batch's fingerprint and each parsed item's, encoding every item once for both."""
+    encoded = [encode(item) for item in cmd.transfers]
+    fields = {
+        f.name: encode(getattr(cmd, f.name))
+        for f in dataclasses.fields(cmd)
+        if f.name not in {"request_id", "caller", "transfers"}
+    }
+    fields["transfers"] = encoded
+    items = {
+        item.request_id: fingerprint_of(
+            _ITEM_METHOD, {name: value for name, value in e.items() if name != "request_id"}
+        )
+        for item, e in zip(cmd.transfers, encoded, strict=True)
+        if not item.invalid
+    }
+    return fingerprint_of(_METHOD, fields), items
+
+
+def _with_json(fields: dict[str, Any], name: str, value_json: str) -> str:
+    """The JSON text of ``fields`` plus ``name``, whose value is already JSON text: a
+    transaction is serialized once for its response, its event and the batch's response."""
+    head = json.dumps(fields)
+    return f'{head[:-1]}, "{name}": {value_json}}}' if fields else f'{{"{name}": {value_json}}}'
+
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerEvent) if f.name != "transaction")
+_RESULT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(BatchItemResult) if f.name != "transaction"
+)
+
+
+def _event(tx: Transaction, changed: dict[UUID, Account], tx_json: str) -> BatchEvent:
+    """The outbox row of ``tx``, as :func:`event_row` makes it."""
+    event = transaction_event(EventType.TRANSACTION_CREATED, tx, changed)
+    fields = {name: encode(getattr(event, name)) for name in _EVENT_FIELDS}
+    return BatchEvent(
+        type=event.type.value,
+        partner_id=event.partner_id,
+        account_ids=[a.account_id for a in event.accounts],
+        payload_json=_with_json(fields, "transaction", tx_json),
+    )
+
+
+def _batch_response(result: BatchResult, tx_json: dict[UUID, str]) -> str:
+    """The batch's stored response, as :func:`success_response` makes it."""
+    results: list[str] = []
+    for r in result.results:
+        known = None if r.transaction is None else tx_json.get(r.transaction.transaction_id)
+        if known is None:
+            results.append(json.dumps(encode(r)))
+        else:
+            fields = {name: encode(getattr(r, name)) for name in _RESULT_FIELDS}
+            results.append(_with_json(fields, "transaction", known))
+    return _with_json({}, "result", _with_json({}, "results", "[" + ",".join(results) + "]"))
 
 
 def _decide(
@@ -224,16 +286,27 @@ def _decide(
     return tx, changed
 
 
-async def _execute(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult:
+async def _execute(
+    cmd: CreateTransfers, uow: UnitOfWork, digests: dict[UUID, bytes]
+) -> BatchResult:
+    """Decide and write the batch, with its own stored response; ``digests`` are the parsed
+    items' fingerprints."""
     principal = cmd.caller.key
     items = cmd.transfers
-    digests = {i.request_id: fingerprint(_ITEM_METHOD, i) for i in items if not i.invalid}
+    store = await uow.batches()
     async with contextlib.AsyncExitStack() as stack:
         # An atomic batch that fails must leave no trace but its own (batch-level) record.
         savepoint = await stack.enter_async_context(uow.savepoint()) if cmd.atomic else None
-        prior = await uow.idempotency.claim_many(
-            principal=principal, method=_ITEM_METHOD, keys=digests
+        reads = await store.claim_and_lock(
+            principal=principal,
+            method=_ITEM_METHOD,
+            keys={
+                i.request_id: (digests[i.request_id], i.from_account_id, i.to_account_id)
+                for i in items
+                if not i.invalid
+            },
         )
+        prior = reads.stored
         outcomes: list[Outcome | None] = []
         fresh: list[int] = []  # items decided now (their keys were claimed above)
         for index, item in enumerate(items):
@@ -247,13 +320,7 @@ async def _execute(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult:
                 outcomes.append(None)
                 fresh.append(index)
 
-        involved = {
-            account_id
-            for index in fresh
-            for account_id in (items[index].from_account_id, items[index].to_account_id)
-            if account_id is not None
-        }
-        running = await uow.ledger.lock_accounts(involved) if involved else {}
+        running = dict(reads.accounts)  # those of the fresh items, locked by the claim
         now = uow.now()
         posted: list[tuple[Transaction, dict[UUID, Account]]] = []
         decided: dict[UUID, Outcome] = {}
@@ -282,19 +349,7 @@ async def _execute(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult:
                 _ABORTED if i in fresh_set and isinstance(o, Transaction) else o
                 for i, o in enumerate(outcomes)
             ]
-        else:
-            await uow.ledger.record_many([tx for tx, _ in posted], initiator=principal)
-            await uow.idempotency.store_responses(
-                principal=principal,
-                responses={key: _remembered(o) for key, o in decided.items()},
-            )
-            await publish(
-                uow,
-                *(
-                    transaction_event(EventType.TRANSACTION_CREATED, tx, changed)
-                    for tx, changed in posted
-                ),
-            )
+            posted, decided = [], {}
     results = []
     for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, Transaction):
@@ -302,23 +357,56 @@ async def _execute(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult:
         else:
             assert outcome is not None
             results.append(BatchItemResult(item.request_id, error=outcome))
-    return BatchResult(tuple(results))
+    result = BatchResult(tuple(results))
+
+    writes = BatchWrites(initiator=principal)
+    tx_json: dict[UUID, str] = {}
+    for tx, changed in posted:
+        tx_json[tx.transaction_id] = text = json.dumps(encode(tx))
+        writes.transactions.append(tx)
+        writes.events.append(_event(tx, changed, text))
+    for request_id, outcome in decided.items():
+        writes.responses[request_id] = (
+            _with_json({}, "result", tx_json[outcome.transaction_id])
+            if isinstance(outcome, Transaction)
+            else json.dumps(_remembered(outcome))
+        )
+    writes.responses[cmd.request_id] = _batch_response(result, tx_json)
+    await store.write(writes)
+    return result
 
 
 @retry_on_conflict
 async def create_transfers(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult:
-    """Execute a partner's batch: per-item results in request order; see the module doc."""
+    """Execute a partner's batch: per-item results in request order; see the module doc.
+
+    Exactly once per batch key, as :func:`run_once` does it, but the batch writes its own
+    stored response along with its items' (one serialization of each transaction for all).
+    """
     check_batch_shape(cmd.request_id, cmd.transfers)
+    principal = cmd.caller.key
+    digest, item_digests = _digests(cmd)
     async with uow:
-        result = await run_once(
-            uow,
-            principal=cmd.caller.key,
-            request_id=cmd.request_id,
-            method=_METHOD,
-            command=cmd,
-            result_type=BatchResult,
-            execute=lambda: _execute(cmd, uow),
+        prior = await uow.idempotency.claim(
+            principal=principal, request_id=cmd.request_id, method=_METHOD, fingerprint=digest
         )
+        if prior is not None:
+            if prior.fingerprint != digest:
+                raise key_reused()
+            replayed = replay(prior.response, BatchResult)
+            if isinstance(replayed, WalletError):
+                raise replayed
+            result = replayed
+        else:
+            try:
+                async with uow.savepoint():
+                    result = await _execute(cmd, uow, item_digests)
+            except REMEMBERED_ERRORS as exc:
+                await uow.idempotency.store_response(
+                    principal=principal, request_id=cmd.request_id, response=refusal_response(exc)
+                )
+                await uow.commit(code=exc.status_name)
+                raise
         touched: dict[str, None] = {}
         for r in result.results:
             if r.transaction is not None:

@@ -31,12 +31,19 @@ REMEMBERED_ERRORS = tuple(_REMEMBERED_ERRORS.values())
 
 def fingerprint(method: str, command: Any) -> bytes:
     """What makes two requests 'the same payload': the method and every field but the key."""
-    fields = {
-        f.name: encode(getattr(command, f.name))
-        for f in dataclasses.fields(command)
-        if f.name not in {"request_id", "caller"}
-    }
-    canonical = json.dumps([method, fields], sort_keys=True, separators=(",", ":"))
+    return fingerprint_of(
+        method,
+        {
+            f.name: encode(getattr(command, f.name))
+            for f in dataclasses.fields(command)
+            if f.name not in {"request_id", "caller"}
+        },
+    )
+
+
+def fingerprint_of(method: str, encoded_fields: dict[str, Any]) -> bytes:
+    """:func:`fingerprint` from a command's fields (all but the key), already encoded."""
+    canonical = json.dumps([method, encoded_fields], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
 
 

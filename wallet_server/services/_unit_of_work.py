@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 from wallet_server.services._call import current_call
 from wallet_server.storage.repositories import (
     AuditRepository,
+    BatchRepository,
     EventRepository,
     ExchangeRepository,
     IdempotencyRepository,
@@ -121,6 +122,12 @@ class UnitOfWork:
         connection (the hot path skips the SQL toolkit's per-statement work)."""
         raw = await self.connection.get_raw_connection()
         return MovementGroupRepository(raw.driver_connection)
+
+    async def batches(self) -> BatchRepository:
+        """Set-based claims and writes for a partner's batch, on this transaction's driver
+        connection, like :meth:`movement_groups`."""
+        raw = await self.connection.get_raw_connection()
+        return BatchRepository(raw.driver_connection)
 
     def savepoint(self) -> AsyncTransaction:
         """``async with uow.savepoint():`` undoes only the block's writes if it raises."""

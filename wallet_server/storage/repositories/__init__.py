@@ -1,6 +1,12 @@
 """Repositories: the only code that speaks SQL. Each takes an open AsyncConnection."""
 
 from wallet_server.storage.repositories._audit import AuditEntry, AuditRepository, NewAuditEntry
+from wallet_server.storage.repositories._batch_writes import (
+    BatchEvent,
+    BatchReads,
+    BatchRepository,
+    BatchWrites,
+)
 from wallet_server.storage.repositories._events import (
     EVENTS_CHANNEL,
     SEQUENCER_BUSY,
@@ -40,6 +46,10 @@ __all__ = [
     "SEQUENCER_BUSY",
     "AuditEntry",
     "AuditRepository",
+    "BatchEvent",
+    "BatchReads",
+    "BatchRepository",
+    "BatchWrites",
     "EventRepository",
     "EventRow",
     "ExchangeRepository",

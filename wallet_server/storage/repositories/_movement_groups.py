@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from wallet_server.domain import Account, AccountKind, Transaction
+from wallet_server.domain import Account, Transaction
 from wallet_server.storage.repositories._audit import NewAuditEntry
+from wallet_server.storage.repositories._bulk import (
+    ACCOUNT_COLUMNS,
+    APPEND_EVENTS,
+    RECORD_POSTED,
+    account_from_row,
+    event_params,
+    record_params,
+)
 from wallet_server.storage.repositories._idempotency import StoredResponse
 
 IdempotencyKey = tuple[str, UUID]  # (principal, request_id)
-
-_ACCOUNT_COLUMNS = (
-    "a.account_id, a.kind, a.currency, a.owner_user_id, a.partner_id, a.posted, "
-    "a.pending_out, a.frozen, a.created_at"
-)
 
 # Everything a group needs to decide, in one statement and one round trip:
 #  - claim every new idempotency key (inserted in sorted order, so concurrent groups wait on
@@ -62,7 +65,7 @@ _CLAIM_AND_LOCK = f"""
         SELECT account_id FROM named
     ),
     locked AS (
-        SELECT {_ACCOUNT_COLUMNS}
+        SELECT {ACCOUNT_COLUMNS}
         FROM accounts AS a
         WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind = 'user'
             AND (SELECT count(*) FROM claimed) >= 0
@@ -70,7 +73,7 @@ _CLAIM_AND_LOCK = f"""
         FOR UPDATE OF a
     ),
     system AS (
-        SELECT {_ACCOUNT_COLUMNS}
+        SELECT {ACCOUNT_COLUMNS}
         FROM accounts AS a
         WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind <> 'user'
     )
@@ -105,52 +108,6 @@ _READ_KEYS = """
         ON i.principal = k.principal AND i.request_id = k.request_id
 """
 
-_RECORD = """
-    tx AS (
-        INSERT INTO transactions (transaction_id, kind, status, currency, amount,
-            from_account_id, to_account_id, memo, external_reference, initiator,
-            created_at, posted_at, partner_id)
-        SELECT t.transaction_id, t.kind, t.status, t.currency, t.amount, t.from_account_id,
-            t.to_account_id, t.memo, t.external_reference, t.initiator, t.created_at,
-            t.posted_at, t.partner_id
-        FROM unnest(%(transaction_ids)b::uuid[], %(kinds)b::text[], %(statuses)b::text[],
-            %(currencies)b::text[], %(amounts)b::bigint[], %(from_account_ids)b::uuid[],
-            %(to_account_ids)b::uuid[], %(memos)b::text[], %(external_references)b::text[],
-            %(initiators)b::text[], %(times)b::timestamptz[], %(posted_ats)b::timestamptz[],
-            %(partner_ids)b::uuid[])
-            WITH ORDINALITY AS t(transaction_id, kind, status, currency, amount,
-                from_account_id, to_account_id, memo, external_reference, initiator,
-                created_at, posted_at, partner_id, n)
-        ORDER BY t.n
-        RETURNING transaction_id
-    ),
-    legs AS (
-        INSERT INTO postings (transaction_id, account_id, amount, currency, created_at)
-        SELECT leg.transaction_id, leg.account_id, leg.amount, leg.currency, leg.created_at
-        FROM unnest(%(leg_transactions)b::uuid[], %(leg_accounts)b::uuid[],
-            %(leg_amounts)b::bigint[], %(leg_currencies)b::text[], %(leg_times)b::timestamptz[])
-            WITH ORDINALITY AS leg(transaction_id, account_id, amount, currency, created_at, n)
-        JOIN tx ON tx.transaction_id = leg.transaction_id
-        ORDER BY leg.n
-    ),
-    delta AS (
-        SELECT d.account_id, d.posted, acc.kind
-        FROM unnest(%(delta_accounts)b::uuid[], %(delta_posted)b::bigint[])
-            AS d(account_id, posted)
-        JOIN accounts AS acc ON acc.account_id = d.account_id
-    ),
-    balances AS (
-        UPDATE accounts AS a SET posted = a.posted + delta.posted
-        FROM delta
-        WHERE a.account_id = delta.account_id AND delta.kind = 'user'
-    ),
-    deferred AS (
-        INSERT INTO balance_deltas (account_id, amount)
-        SELECT delta.account_id, delta.posted FROM delta
-        WHERE delta.kind <> 'user' AND delta.posted <> 0
-        ORDER BY delta.account_id
-    )"""
-
 _STORE_RESPONSES = """
     responses AS (
         UPDATE idempotency_keys AS k SET response = r.response
@@ -166,16 +123,6 @@ _RELEASE_KEYS = """
         USING unnest(%(released_principals)b::text[], %(released_request_ids)b::uuid[])
             AS r(principal, request_id)
         WHERE k.principal = r.principal AND k.request_id = r.request_id
-    )"""
-
-_APPEND_EVENTS = """
-    events AS (
-        INSERT INTO outbox (type, partner_id, account_ids, payload)
-        SELECT e.type, e.partner_id, string_to_array(e.accounts, ' ')::uuid[], e.payload
-        FROM unnest(%(event_types)b::text[], %(event_partner_ids)b::uuid[],
-            %(event_accounts)b::text[], %(event_payloads)b::text[]::jsonb[])
-            WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
-        ORDER BY e.n
     )"""
 
 _APPEND_AUDIT = """
@@ -222,20 +169,6 @@ class GroupWrites:
     audit: list[NewAuditEntry] = field(default_factory=list)
 
 
-def _account(row: Sequence[Any]) -> Account:
-    return Account(
-        account_id=row[0],
-        kind=AccountKind(row[1]),
-        currency=row[2],
-        owner_user_id=row[3],
-        partner_id=row[4],
-        posted=row[5],
-        pending_out=row[6],
-        frozen=row[7],
-        created_at=row[8],
-    )
-
-
 class MovementGroupRepository:
     """Reads and writes for a group of transfers; ``conn`` is the unit of work's psycopg
     connection, inside its transaction."""
@@ -273,7 +206,7 @@ class MovementGroupRepository:
         for row in await cur.fetchall():
             tag = row[0]
             if tag == "a":
-                accounts[row[5]] = _account(row[5:])
+                accounts[row[5]] = account_from_row(row[5:])
             elif tag == "n":
                 named[(row[1], row[7])] = row[5]
             else:
@@ -309,8 +242,8 @@ class MovementGroupRepository:
         parts: list[str] = []
         params: dict[str, Any] = {}
         if writes.transactions:
-            parts.append(_RECORD)
-            params.update(_record_params(writes.transactions))
+            parts.append(RECORD_POSTED)
+            params.update(record_params(writes.transactions))
         if writes.responses:
             parts.append(_STORE_RESPONSES)
             params.update(_response_params(writes.responses))
@@ -319,8 +252,10 @@ class MovementGroupRepository:
             params["released_principals"] = [p for p, _ in writes.released]
             params["released_request_ids"] = [r for _, r in writes.released]
         if writes.events:
-            parts.append(_APPEND_EVENTS)
-            params.update(_event_params(writes.events))
+            parts.append(APPEND_EVENTS)
+            params.update(
+                event_params([(t, p, a, json.dumps(payload)) for t, p, a, payload in writes.events])
+            )
         if writes.audit:
             parts.append(_APPEND_AUDIT)
             params.update(_audit_params(writes.audit))
@@ -329,53 +264,12 @@ class MovementGroupRepository:
             await self._conn.execute("WITH " + ",".join(parts) + " SELECT 1", params)
 
 
-def _record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]]:
-    deltas: dict[UUID, int] = {}
-    legs = [(tx, leg) for tx, _ in txs for leg in tx.postings]
-    for _, leg in legs:
-        deltas[leg.account_id] = deltas.get(leg.account_id, 0) + leg.amount
-    ordered = sorted(deltas)  # the order the locks were taken in
-    return {
-        "transaction_ids": [tx.transaction_id for tx, _ in txs],
-        "kinds": [tx.kind.value for tx, _ in txs],
-        "statuses": [tx.status.value for tx, _ in txs],
-        "currencies": [tx.amount.currency for tx, _ in txs],
-        "amounts": [tx.amount.amount_minor for tx, _ in txs],
-        "from_account_ids": [tx.from_account_id for tx, _ in txs],
-        "to_account_ids": [tx.to_account_id for tx, _ in txs],
-        "memos": [tx.memo for tx, _ in txs],
-        "external_references": [tx.external_reference for tx, _ in txs],
-        "initiators": [initiator for _, initiator in txs],
-        "times": [tx.created_at for tx, _ in txs],
-        "posted_ats": [tx.posted_at for tx, _ in txs],
-        "partner_ids": [tx.partner_id for tx, _ in txs],
-        "leg_transactions": [tx.transaction_id for tx, _ in legs],
-        "leg_accounts": [leg.account_id for _, leg in legs],
-        "leg_amounts": [leg.amount for _, leg in legs],
-        "leg_currencies": [leg.currency or tx.amount.currency for tx, leg in legs],
-        "leg_times": [tx.posted_at or tx.created_at for tx, _ in legs],
-        "delta_accounts": ordered,
-        "delta_posted": [deltas[a] for a in ordered],
-    }
-
-
 def _response_params(responses: dict[IdempotencyKey, Any]) -> dict[str, list[Any]]:
     ordered = sorted(responses)
     return {
         "response_principals": [p for p, _ in ordered],
         "response_request_ids": [r for _, r in ordered],
         "responses": [json.dumps(responses[k]) for k in ordered],
-    }
-
-
-def _event_params(events: Sequence[EventRow]) -> dict[str, list[Any]]:
-    # Account ids travel as one space-separated string per row (arrays of arrays must be
-    # rectangular in PostgreSQL, and rows touch one or two accounts).
-    return {
-        "event_types": [t for t, _, _, _ in events],
-        "event_partner_ids": [p for _, p, _, _ in events],
-        "event_accounts": [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events],
-        "event_payloads": [json.dumps(payload) for _, _, _, payload in events],
     }
 
 

@@ -1,0 +1,221 @@
+"""Set-based reads and writes for a partner's batch of transfers (CreateTransfers).
+
+Works on the raw psycopg connection with binary parameters, like the movement groups: one
+statement claims the items' idempotency keys and locks the accounts of the items it claimed,
+and one writes the posted transactions with their legs and balance changes, the remembered
+responses and the events. Responses and event payloads arrive as JSON text, so the caller
+serializes each transaction once for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from wallet_server.domain import Account, Transaction
+from wallet_server.storage.repositories._bulk import (
+    ACCOUNT_COLUMNS,
+    APPEND_EVENTS,
+    RECORD_POSTED,
+    account_from_row,
+    event_params,
+    record_params,
+)
+from wallet_server.storage.repositories._idempotency import StoredResponse
+
+# In one statement:
+#  - claim every item's key (inserted in request_id order, so concurrent claimers wait on
+#    each other's keys in one order) and report the stored record of every key already
+#    taken (read from the snapshot before the insert, so never a key claimed here);
+#  - lock the user accounts of the items whose key was claimed, in id order like every other
+#    writer, and read their system accounts without a lock (their changes go to
+#    balance_deltas). The locks depend on ``claimed``, so every key is claimed before the
+#    first account lock is taken.
+# Rows are tagged: 'c' claimed, 's' stored, 'a' account.
+_CLAIM_AND_LOCK = f"""
+    WITH input AS (
+        SELECT k.request_id, k.fingerprint, k.from_account_id, k.to_account_id
+        FROM unnest(%(request_ids)b::uuid[], %(fingerprints)b::bytea[],
+            %(from_account_ids)b::uuid[], %(to_account_ids)b::uuid[])
+            AS k(request_id, fingerprint, from_account_id, to_account_id)
+    ),
+    claimed AS (
+        INSERT INTO idempotency_keys (principal, request_id, method, fingerprint)
+        SELECT %(principal)b::text, input.request_id, %(method)b::text, input.fingerprint
+        FROM input ORDER BY input.request_id
+        ON CONFLICT DO NOTHING
+        RETURNING request_id
+    ),
+    wanted AS (
+        SELECT input.from_account_id AS account_id
+        FROM input JOIN claimed ON claimed.request_id = input.request_id
+        UNION
+        SELECT input.to_account_id
+        FROM input JOIN claimed ON claimed.request_id = input.request_id
+    ),
+    locked AS (
+        SELECT {ACCOUNT_COLUMNS}
+        FROM accounts AS a
+        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind = 'user'
+        ORDER BY a.account_id
+        FOR UPDATE OF a
+    ),
+    system AS (
+        SELECT {ACCOUNT_COLUMNS}
+        FROM accounts AS a
+        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind <> 'user'
+    )
+    SELECT 'c', c.request_id, NULL::text, NULL::bytea, NULL::jsonb,
+        NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
+        NULL::bigint, NULL::boolean, NULL::timestamptz
+    FROM claimed AS c
+    UNION ALL
+    SELECT 's', k.request_id, k.method, k.fingerprint, k.response,
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM idempotency_keys AS k
+    JOIN input ON input.request_id = k.request_id
+    WHERE k.principal = %(principal)b::text
+    UNION ALL
+    SELECT 'a', NULL, NULL, NULL, NULL, l.account_id, l.kind, l.currency, l.owner_user_id,
+        l.partner_id, l.posted, l.pending_out, l.frozen, l.created_at
+    FROM locked AS l
+    UNION ALL
+    SELECT 'a', NULL, NULL, NULL, NULL, s.account_id, s.kind, s.currency, s.owner_user_id,
+        s.partner_id, s.posted, s.pending_out, s.frozen, s.created_at
+    FROM system AS s
+"""
+
+# Keys that a concurrent transaction committed after the claim statement's snapshot.
+_READ_KEYS = """
+    SELECT k.request_id, k.method, k.fingerprint, k.response
+    FROM idempotency_keys AS k
+    WHERE k.principal = %(principal)b::text AND k.request_id = ANY(%(request_ids)b::uuid[])
+"""
+
+_STORE_RESPONSES = """
+    responses AS (
+        UPDATE idempotency_keys AS k SET response = r.response
+        FROM unnest(%(response_request_ids)b::uuid[], %(responses)b::text[]::jsonb[])
+            AS r(request_id, response)
+        WHERE k.principal = %(initiator)b::text AND k.request_id = r.request_id
+    )"""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReads:
+    """Earlier outcomes of the keys already taken (every other key is now claimed), and the
+    accounts of the claimed items: user accounts locked, system accounts read."""
+
+    stored: dict[UUID, StoredResponse]
+    accounts: dict[UUID, Account]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEvent:
+    """An outbox row whose payload is already JSON text."""
+
+    type: str
+    partner_id: UUID | None
+    account_ids: Sequence[UUID]
+    payload_json: str
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    """Everything a decided batch writes, in decision order; responses keyed by request_id
+    (the initiator's keys), as JSON text."""
+
+    initiator: str
+    transactions: list[Transaction] = field(default_factory=list)
+    responses: dict[UUID, str] = field(default_factory=dict)
+    events: list[BatchEvent] = field(default_factory=list)
+
+
+class BatchRepository:
+    """Reads and writes of a batch; ``conn`` is the unit of work's psycopg connection, inside
+    its transaction."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def claim_and_lock(
+        self,
+        *,
+        principal: str,
+        method: str,
+        keys: dict[UUID, tuple[bytes, UUID | None, UUID | None]],
+    ) -> BatchReads:
+        """Claim ``keys`` (request_id -> fingerprint, source, destination) and lock the
+        accounts of the items claimed, in one statement in the usual case.
+
+        Keys a concurrent transaction committed while this one waited are read by a second
+        statement; a key purged in between is claimed afresh by another round.
+        """
+        stored: dict[UUID, StoredResponse] = {}
+        accounts: dict[UUID, Account] = {}
+        pending = dict(keys)
+        for _ in range(3):
+            ordered = sorted(pending)
+            cur = await self._conn.execute(
+                _CLAIM_AND_LOCK,
+                {
+                    "principal": principal,
+                    "method": method,
+                    "request_ids": ordered,
+                    "fingerprints": [pending[k][0] for k in ordered],
+                    "from_account_ids": [pending[k][1] for k in ordered],
+                    "to_account_ids": [pending[k][2] for k in ordered],
+                },
+            )
+            claimed: list[UUID] = []
+            for row in await cur.fetchall():
+                tag = row[0]
+                if tag == "a":
+                    accounts[row[5]] = account_from_row(row[5:])
+                elif tag == "c":
+                    claimed.append(row[1])
+                    pending.pop(row[1], None)
+                else:
+                    pending.pop(row[1], None)
+                    stored[row[1]] = StoredResponse(row[2], bytes(row[3]), row[4])
+            # A key purged while the claim waited on it is claimed afresh, though the
+            # statement's snapshot still shows the old record: the claim is what counts.
+            for request_id in claimed:
+                stored.pop(request_id, None)
+            if not pending:
+                return BatchReads(stored=stored, accounts=accounts)
+            cur = await self._conn.execute(
+                _READ_KEYS, {"principal": principal, "request_ids": list(pending)}
+            )
+            for request_id, key_method, fingerprint, response in await cur.fetchall():
+                pending.pop(request_id, None)
+                stored[request_id] = StoredResponse(key_method, bytes(fingerprint), response)
+            if not pending:
+                return BatchReads(stored=stored, accounts=accounts)
+            # Anything left was purged in between: claim it afresh.
+        raise RuntimeError("idempotency keys neither insertable nor readable")
+
+    async def write(self, writes: BatchWrites) -> None:
+        """Apply a decided batch in one statement (the caller then commits)."""
+        parts: list[str] = []
+        params: dict[str, Any] = {"initiator": writes.initiator}
+        if writes.transactions:
+            parts.append(RECORD_POSTED)
+            params.update(record_params([(tx, writes.initiator) for tx in writes.transactions]))
+        if writes.responses:
+            parts.append(_STORE_RESPONSES)
+            ordered = sorted(writes.responses)  # the order concurrent claimers wait in
+            params["response_request_ids"] = ordered
+            params["responses"] = [writes.responses[k] for k in ordered]
+        if writes.events:
+            parts.append(APPEND_EVENTS)
+            params.update(
+                event_params(
+                    [(e.type, e.partner_id, e.account_ids, e.payload_json) for e in writes.events]
+                )
+            )
+        if parts:
+            # Data-modifying CTEs all run to completion, referenced or not.
+            await self._conn.execute("WITH " + ",".join(parts) + " SELECT 1", params)

@@ -1,0 +1,143 @@
+"""SQL fragments shared by the set-based writers (movement groups, partner batches).
+
+Each is a data-modifying CTE over arrays passed with binary parameters on the psycopg
+driver connection; a writer joins the ones it needs as ``WITH a, b, c SELECT 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from wallet_server.domain import Account, AccountKind, Transaction
+
+ACCOUNT_COLUMNS = (
+    "a.account_id, a.kind, a.currency, a.owner_user_id, a.partner_id, a.posted, "
+    "a.pending_out, a.frozen, a.created_at"
+)
+
+
+def account_from_row(row: Sequence[Any]) -> Account:
+    """An account from the columns of ``ACCOUNT_COLUMNS``, in order."""
+    return Account(
+        account_id=row[0],
+        kind=AccountKind(row[1]),
+        currency=row[2],
+        owner_user_id=row[3],
+        partner_id=row[4],
+        posted=row[5],
+        pending_out=row[6],
+        frozen=row[7],
+        created_at=row[8],
+    )
+
+
+# Posted transactions with their legs and balance changes: user accounts (locked by the
+# caller) are updated; a system account's change is appended to balance_deltas.
+RECORD_POSTED = """
+    tx AS (
+        INSERT INTO transactions (transaction_id, kind, status, currency, amount,
+            from_account_id, to_account_id, memo, external_reference, initiator,
+            created_at, posted_at, partner_id, status_message)
+        SELECT t.transaction_id, t.kind, t.status, t.currency, t.amount, t.from_account_id,
+            t.to_account_id, t.memo, t.external_reference, t.initiator, t.created_at,
+            t.posted_at, t.partner_id, t.status_message
+        FROM unnest(%(transaction_ids)b::uuid[], %(kinds)b::text[], %(statuses)b::text[],
+            %(currencies)b::text[], %(amounts)b::bigint[], %(from_account_ids)b::uuid[],
+            %(to_account_ids)b::uuid[], %(memos)b::text[], %(external_references)b::text[],
+            %(initiators)b::text[], %(times)b::timestamptz[], %(posted_ats)b::timestamptz[],
+            %(partner_ids)b::uuid[], %(status_messages)b::text[])
+            WITH ORDINALITY AS t(transaction_id, kind, status, currency, amount,
+                from_account_id, to_account_id, memo, external_reference, initiator,
+                created_at, posted_at, partner_id, status_message, n)
+        ORDER BY t.n
+        RETURNING transaction_id
+    ),
+    legs AS (
+        INSERT INTO postings (transaction_id, account_id, amount, currency, created_at)
+        SELECT leg.transaction_id, leg.account_id, leg.amount, leg.currency, leg.created_at
+        FROM unnest(%(leg_transactions)b::uuid[], %(leg_accounts)b::uuid[],
+            %(leg_amounts)b::bigint[], %(leg_currencies)b::text[], %(leg_times)b::timestamptz[])
+            WITH ORDINALITY AS leg(transaction_id, account_id, amount, currency, created_at, n)
+        JOIN tx ON tx.transaction_id = leg.transaction_id
+        ORDER BY leg.n
+    ),
+    delta AS (
+        SELECT d.account_id, d.posted, acc.kind
+        FROM unnest(%(delta_accounts)b::uuid[], %(delta_posted)b::bigint[])
+            AS d(account_id, posted)
+        JOIN accounts AS acc ON acc.account_id = d.account_id
+    ),
+    balances AS (
+        UPDATE accounts AS a SET posted = a.posted + delta.posted
+        FROM delta
+        WHERE a.account_id = delta.account_id AND delta.kind = 'user'
+    ),
+    deferred AS (
+        INSERT INTO balance_deltas (account_id, amount)
+        SELECT delta.account_id, delta.posted FROM delta
+        WHERE delta.kind <> 'user' AND delta.posted <> 0
+        ORDER BY delta.account_id
+    )"""
+
+
+def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]]:
+    """Parameters of ``RECORD_POSTED`` for (transaction, initiator) pairs, in order."""
+    deltas: dict[UUID, int] = {}
+    legs = [(tx, leg) for tx, _ in txs for leg in tx.postings]
+    for _, leg in legs:
+        deltas[leg.account_id] = deltas.get(leg.account_id, 0) + leg.amount
+    ordered = sorted(deltas)  # the order the locks were taken in
+    return {
+        "transaction_ids": [tx.transaction_id for tx, _ in txs],
+        "kinds": [tx.kind.value for tx, _ in txs],
+        "statuses": [tx.status.value for tx, _ in txs],
+        "currencies": [tx.amount.currency for tx, _ in txs],
+        "amounts": [tx.amount.amount_minor for tx, _ in txs],
+        "from_account_ids": [tx.from_account_id for tx, _ in txs],
+        "to_account_ids": [tx.to_account_id for tx, _ in txs],
+        "memos": [tx.memo for tx, _ in txs],
+        "external_references": [tx.external_reference for tx, _ in txs],
+        "initiators": [initiator for _, initiator in txs],
+        "times": [tx.created_at for tx, _ in txs],
+        "posted_ats": [tx.posted_at for tx, _ in txs],
+        "partner_ids": [tx.partner_id for tx, _ in txs],
+        "status_messages": [tx.status_message for tx, _ in txs],
+        "leg_transactions": [tx.transaction_id for tx, _ in legs],
+        "leg_accounts": [leg.account_id for _, leg in legs],
+        "leg_amounts": [leg.amount for _, leg in legs],
+        "leg_currencies": [leg.currency or tx.amount.currency for tx, leg in legs],
+        "leg_times": [tx.posted_at or tx.created_at for tx, _ in legs],
+        "delta_accounts": ordered,
+        "delta_posted": [deltas[a] for a in ordered],
+    }
+
+
+# Outbox rows, in order.
+APPEND_EVENTS = """
+    events AS (
+        INSERT INTO outbox (type, partner_id, account_ids, payload)
+        SELECT e.type, e.partner_id,
+            CASE WHEN e.accounts = '' THEN '{}'::uuid[]
+                ELSE string_to_array(e.accounts, ' ')::uuid[] END,
+            e.payload
+        FROM unnest(%(event_types)b::text[], %(event_partner_ids)b::uuid[],
+            %(event_accounts)b::text[], %(event_payloads)b::text[]::jsonb[])
+            WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
+        ORDER BY e.n
+    )"""
+
+# An outbox row: (type, partner_id, account_ids, payload as JSON text).
+EventText = tuple[str, UUID | None, Sequence[UUID], str]
+
+
+def event_params(events: Sequence[EventText]) -> dict[str, list[Any]]:
+    """Parameters of ``APPEND_EVENTS``. Account ids travel as one space-separated string per
+    row (arrays of arrays must be rectangular in PostgreSQL; rows touch one or two)."""
+    return {
+        "event_types": [t for t, _, _, _ in events],
+        "event_partner_ids": [p for _, p, _, _ in events],
+        "event_accounts": [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events],
+        "event_payloads": [payload for _, _, _, payload in events],
+    }
