@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -154,9 +155,10 @@ class WalletServer:
         await self._check_database()
         self._background = [
             asyncio.create_task(self._monitor_database()),
-            asyncio.create_task(self._purge_idempotency_records()),
-            asyncio.create_task(self._expire_orders()),
-            asyncio.create_task(self._fold_balance_deltas()),
+            # Every server runs these; each is safe to run on several servers at once.
+            asyncio.create_task(_every(600, "idempotency purge", self._purge_idempotency_records)),
+            asyncio.create_task(_every(15, "order expiry", self._expire_orders)),
+            asyncio.create_task(_every(0.2, "folding balance changes", self._fold_balance_deltas)),
         ]
 
     async def stop(self, grace: float | None = 5.0) -> None:
@@ -198,43 +200,33 @@ class WalletServer:
             await asyncio.sleep(2.0)
             await self._check_database()
 
+    def _uow(self) -> UnitOfWork:
+        return UnitOfWork(self._engine, clock=self._clock)
+
     async def _purge_idempotency_records(self) -> None:
-        # Every server purges; the DELETE is idempotent, so several servers doing it is harmless.
-        while True:
-            try:
-                removed = await purge_idempotency_records(
-                    UnitOfWork(self._engine, clock=self._clock), self._retention
-                )
-                if removed:
-                    _log.info("purged %d idempotency records", removed)
-            except Exception:
-                _log.warning("idempotency purge failed; will retry", exc_info=True)
-            await asyncio.sleep(600)
+        removed = await purge_idempotency_records(self._uow(), self._retention)
+        if removed:
+            _log.info("purged %d idempotency records", removed)
 
     async def _fold_balance_deltas(self) -> None:
         # System accounts' balances are their rows plus appended changes; keep that tail short.
-        while True:
-            try:
-                while (
-                    await fold_balance_deltas(UnitOfWork(self._engine, clock=self._clock))
-                    == FOLD_BATCH
-                ):
-                    pass
-            except Exception:
-                _log.warning("folding balance changes failed; will retry", exc_info=True)
-            await asyncio.sleep(0.2)
+        while await fold_balance_deltas(self._uow()) == FOLD_BATCH:
+            pass
 
     async def _expire_orders(self) -> None:
         # Reads already treat overdue orders as expired; this tells their merchants.
-        while True:
-            try:
-                while await expire_orders(
-                    ExpireOrders(), UnitOfWork(self._engine, clock=self._clock)
-                ):
-                    pass
-            except Exception:
-                _log.warning("order expiry failed; will retry", exc_info=True)
-            await asyncio.sleep(15)
+        while await expire_orders(ExpireOrders(), self._uow()):
+            pass
+
+
+async def _every(seconds: float, what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` now and then every ``seconds``; a failure is logged and tried next time."""
+    while True:
+        try:
+            await step()
+        except Exception:
+            _log.warning("%s failed; will retry", what, exc_info=True)
+        await asyncio.sleep(seconds)
 
 
 def build_auth_policy(settings: Settings, clock: Clock = utc_now) -> AuthPolicy:
