@@ -150,17 +150,20 @@ class EventHub:
                 await asyncio.sleep(0.2)
 
     async def _number(self) -> None:
-        while True:
-            async with UnitOfWork(self._engine) as uow:
-                top = await uow.events.number_committed()
-                await uow.connection.commit()
-            if top is None:
-                return
-            if top == SEQUENCER_BUSY:
-                # The other sequencer may have started before our events committed: look
-                # again shortly rather than wait for the fallback poll.
-                await asyncio.sleep(0.01)
-                continue
+        """One numbering transaction per step; the next step comes after the gathering wait.
+
+        After a step that numbered something another is wanted: a full batch may have left
+        rows behind, and under load new commits are there by then. A step that finds
+        nothing ends the run. The other sequencer being busy may mean it started before our
+        events committed: look again shortly rather than wait for the fallback poll.
+        """
+        async with UnitOfWork(self._engine) as uow:
+            top = await uow.events.number_committed()
+            await uow.connection.commit()
+        if top is None:
+            return
+        self._numbering_wanted.set()
+        if top != SEQUENCER_BUSY:
             self._reading_wanted.set()
 
     async def _find_top(self) -> None:

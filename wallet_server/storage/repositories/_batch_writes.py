@@ -22,6 +22,7 @@ from wallet_server.storage.repositories._bulk import (
     account_from_row,
     event_params,
     record_params,
+    with_statement,
 )
 from wallet_server.storage.repositories._idempotency import StoredResponse
 
@@ -218,4 +219,4 @@ class BatchRepository:
             )
         if parts:
             # Data-modifying CTEs all run to completion, referenced or not.
-            await self._conn.execute("WITH " + ",".join(parts) + " SELECT 1", params)
+            await self._conn.execute(with_statement(*parts), params)

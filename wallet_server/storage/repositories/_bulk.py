@@ -7,10 +7,22 @@ driver connection; a writer joins the ones it needs as ``WITH a, b, c SELECT 1``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 from wallet_server.domain import Account, AccountKind, Transaction
+
+
+@cache
+def with_statement(*ctes: str) -> str:
+    """``WITH a, b, c SELECT 1`` with runs of whitespace folded.
+
+    psycopg caches a query's placeholder parsing only for texts up to 4096 characters; the
+    folded statements stay under that, so each shape is parsed once per process.
+    """
+    return " ".join(("WITH " + ", ".join(ctes) + " SELECT 1").split())
+
 
 ACCOUNT_COLUMNS = (
     "a.account_id, a.kind, a.currency, a.owner_user_id, a.partner_id, a.posted, "

@@ -30,11 +30,17 @@ _SEQUENCE = text(
         WHERE sequence IS NULL
         ORDER BY event_id
         LIMIT :batch
-    )
-    UPDATE outbox SET sequence = base.top + todo.n
-    FROM todo, base
-    WHERE outbox.event_id = todo.event_id AND outbox.sequence IS NULL
-    RETURNING outbox.sequence
+    ),
+    numbered AS (
+        UPDATE outbox SET sequence = base.top + todo.n
+        FROM todo, base
+        WHERE outbox.event_id = todo.event_id AND outbox.sequence IS NULL
+        RETURNING outbox.sequence
+    ),
+    top AS (SELECT max(sequence) AS top FROM numbered)
+    -- The notification goes out when the numbers commit; readers wake for the new top.
+    SELECT top.top, CASE WHEN top.top IS NOT NULL THEN pg_notify(:channel, top.top::text) END
+    FROM top
     """
 )
 
@@ -74,15 +80,9 @@ class EventRepository:
         )
         if not held.scalar_one():
             return SEQUENCER_BUSY
-        result = await self._conn.execute(_SEQUENCE, {"batch": batch})
-        numbered: list[int] = [int(row.sequence) for row in result]
-        if not numbered:
-            return None
-        top = max(numbered)
-        await self._conn.execute(
-            text("SELECT pg_notify(:channel, :top)"), {"channel": EVENTS_CHANNEL, "top": str(top)}
-        )
-        return top
+        result = await self._conn.execute(_SEQUENCE, {"batch": batch, "channel": EVENTS_CHANNEL})
+        top = result.scalar_one()
+        return None if top is None else int(top)
 
     async def top_sequence(self) -> int:
         row = (

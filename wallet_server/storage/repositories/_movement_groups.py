@@ -23,6 +23,7 @@ from wallet_server.storage.repositories._bulk import (
     account_from_row,
     event_params,
     record_params,
+    with_statement,
 )
 from wallet_server.storage.repositories._idempotency import StoredResponse
 
@@ -261,7 +262,7 @@ class MovementGroupRepository:
             params.update(_audit_params(writes.audit))
         if parts:
             # Data-modifying CTEs all run to completion, referenced or not.
-            await self._conn.execute("WITH " + ",".join(parts) + " SELECT 1", params)
+            await self._conn.execute(with_statement(*parts), params)
 
 
 def _response_params(responses: dict[IdempotencyKey, Any]) -> dict[str, list[Any]]:
