@@ -66,3 +66,39 @@ async def test_one_sequencer_at_a_time_and_numbers_are_never_reassigned(
     assert set(results) <= {None, SEQUENCER_BUSY}
     assert await _numbers(clean_db) == before
     assert sorted(before.values()) == list(range(1, 51))  # type: ignore[type-var]
+
+
+async def test_a_backlog_that_statistics_call_empty_is_numbered_in_linear_time(
+    clean_db: AsyncEngine,
+) -> None:
+    """Statistics taken while nothing waited estimate one unnumbered row. A plan that joins
+    the waiting rows to the pick rescanned the pick once per waiting row; at 20,000 rows that
+    is minutes, here cut short by the statement timeout. The array-and-key update is linear."""
+    async with clean_db.connect() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO outbox (type, account_ids, payload) "
+                "SELECT 'transaction_created', ARRAY[gen_random_uuid()], '[]'::jsonb "
+                "FROM generate_series(1, 2000)"
+            )
+        )
+        await conn.commit()
+    while await _number(clean_db) is not None:
+        pass
+    async with clean_db.connect() as conn:
+        await conn.execute(text("ANALYZE outbox"))  # no row waits: null fraction 0
+        await conn.execute(
+            text(
+                "INSERT INTO outbox (type, account_ids, payload) "
+                "SELECT 'transaction_created', ARRAY[gen_random_uuid()], '[]'::jsonb "
+                "FROM generate_series(1, 20000)"
+            )
+        )
+        await conn.commit()
+    async with UnitOfWork(clean_db) as uow:
+        await uow.connection.execute(text("SET LOCAL statement_timeout = '20s'"))
+        assert await uow.events.number_committed() == 7000  # one batch of 5000
+        await uow.connection.commit()
+    async with clean_db.connect() as conn:
+        waiting = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sequence IS NULL"))
+    assert waiting == 22000 - 7000
