@@ -102,6 +102,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def database_cpu_seconds(postmaster: int) -> float:
+    """CPU time so far of a PostgreSQL cluster: the postmaster, its live children (backends
+    and background processes) and the children it has reaped."""
+    fields = _stat_fields(postmaster)
+    if fields is None:
+        return 0.0
+    # utime(11) stime(12) cutime(13) cstime(14): the last two are reaped children's.
+    own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(pid) for pid, ppid in _parents().items() if ppid == postmaster)
+
+
+def host_busy_seconds() -> float:
+    """CPU time so far spent on anything but idle and I/O wait, summed over all CPUs."""
+    fields = (PROC / "stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    # guest time is already counted in user and nice
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def usage(root: int) -> Usage:
     pids = tree(root)
     return Usage(

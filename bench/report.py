@@ -31,6 +31,10 @@ DEFINITIONS = {
     "latency = event arrival minus the Transfer's OK response (0 if the event came first)",
     "server_cpu_pct": "CPU of the server process tree (workers included, PostgreSQL not) "
     "during the measured window; 100 = one core",
+    "db_cpu_pct": "CPU of the embedded PostgreSQL (postmaster, backends, background "
+    "processes) during the window; absent for an external database",
+    "host_cpu_pct": "CPU of the whole machine during the window (server, database, client "
+    "processes and anything else); 100 = one core, so a 2-core machine is full at 200",
     "server_rss_mib": "resident memory of the server process tree at the window's end",
     "in_flight_check": "calls/s x mean latency / concurrency; about 1 at steady state, "
     "below 0.8 the latencies are flagged as taken before the queue filled",
@@ -42,7 +46,8 @@ LEGEND = (
     "partner and ONE merchant; spread: the same mix over several of each) | WatchAccount: an event "
     "delivered (latency after the Transfer's OK). xfers/s = money movements per second; "
     "x empty, x pg = xfers/s (else calls/s) over the empty RPC's calls/s and pgbench's "
-    "transfers/s at the same concurrency; cpu% and rss of the server process tree."
+    "transfers/s at the same concurrency; cpu% and rss of the server process tree, db% of the "
+    "embedded PostgreSQL, host% of the whole machine (100 = one core)."
 )
 
 
@@ -61,6 +66,8 @@ class Row:
     vs_pgbench: float | None = None
     server_cpu_pct: float | None = None
     server_rss_mib: float | None = None
+    db_cpu_pct: float | None = None
+    host_cpu_pct: float | None = None
     # calls/s x mean latency / concurrency: about 1 when the window saw a steady state (Little's
     # law for a closed loop); well below 1, the latencies are those of a queue still filling.
     in_flight_check: float | None = None
@@ -153,7 +160,8 @@ def warnings(rows: list[Row]) -> list[str]:
 
 HEAD = (
     f"{'scenario':<30}{'conc':>5}{'calls/s':>9}{'xfers/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
-    f"{'p99 ms':>9}{'errors':>7}{'x empty':>8}{'x pg':>7}{'cpu%':>6}{'rss MiB':>8}"
+    f"{'p99 ms':>9}{'errors':>7}{'x empty':>8}{'x pg':>7}{'cpu%':>6}{'db%':>5}{'host%':>6}"
+    f"{'rss MiB':>8}"
 )
 
 
@@ -163,7 +171,8 @@ def table_line(r: Row) -> str:
         f"{r.scenario:<30}{conc:>5}{fmt_rate(r.calls_per_s):>9}{fmt_rate(r.transfers_per_s):>9}"
         f"{fmt(r.p50_ms, '.1f'):>9}{fmt(r.p95_ms, '.1f'):>9}{fmt(r.p99_ms, '.1f'):>9}"
         f"{r.errors:>7}{fmt(r.vs_empty_rpc, '.2f'):>8}{fmt(r.vs_pgbench, '.2f'):>7}"
-        f"{fmt(r.server_cpu_pct, '.0f'):>6}{fmt(r.server_rss_mib, '.0f'):>8}"
+        f"{fmt(r.server_cpu_pct, '.0f'):>6}{fmt(r.db_cpu_pct, '.0f'):>5}"
+        f"{fmt(r.host_cpu_pct, '.0f'):>6}{fmt(r.server_rss_mib, '.0f'):>8}"
     )
 
 

@@ -41,6 +41,7 @@ from typing import Any
 from bench import batches, client, hot, pg, streams
 from bench.client import DEMO_PARTNER
 from bench.loop import LoadResult, Window, merge
+from bench.proc import host_busy_seconds
 from bench.report import (
     DEFINITIONS,
     HEAD,
@@ -163,6 +164,8 @@ class Measured:
     result: LoadResult
     cpu_pct: float
     rss_mib: float
+    db_cpu_pct: float | None  # the embedded PostgreSQL's; None for an external database
+    host_cpu_pct: float  # every process on the machine, clients included
 
 
 class Bench:
@@ -237,20 +240,30 @@ class Bench:
         return Window(time.time() + START_SLACK_S, warmup_s, duration_s)
 
     def measure(self, run: Callable[[Any], LoadResult], tasks: list[Any], w: Window) -> Measured:
-        """Run ``tasks`` in the client processes; server CPU and memory over the window."""
+        """Run ``tasks`` in the client processes; server, database and host CPU and server
+        memory over the window."""
         pending = self.pool.map_async(run, tasks, chunksize=1)
         sleep_until(w.measure_from)
-        u0, t0 = self.server.usage(), time.monotonic()
+        u0, d0, h0 = self.server.usage(), self.server.database_cpu_seconds(), host_busy_seconds()
+        t0 = time.monotonic()
         sleep_until(w.measure_to)
-        u1, t1 = self.server.usage(), time.monotonic()
+        u1, d1, h1 = self.server.usage(), self.server.database_cpu_seconds(), host_busy_seconds()
+        span = time.monotonic() - t0
         result = merge(pending.get())
-        return Measured(result, 100 * (u1.cpu_s - u0.cpu_s) / (t1 - t0), u1.rss_mib)
+        return Measured(
+            result,
+            100 * (u1.cpu_s - u0.cpu_s) / span,
+            u1.rss_mib,
+            None if d0 is None or d1 is None else 100 * (d1 - d0) / span,
+            100 * (h1 - h0) / span,
+        )
 
     def row(self, label: str, conc: int, m: Measured, *, moves_money: bool) -> Row:
         r = m.result
         row = make_row(label, conc, r.calls, r.window_s, r.latencies_ms, sum(r.errors.values()))
         row.transfers_per_s = r.items / r.window_s if moves_money else None
         row.server_cpu_pct, row.server_rss_mib = m.cpu_pct, m.rss_mib
+        row.db_cpu_pct, row.host_cpu_pct = m.db_cpu_pct, m.host_cpu_pct
         steady_state(row, r.latencies_ms)
         return row
 

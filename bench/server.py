@@ -75,6 +75,17 @@ class Server:
             return proc.Usage(rss_kib=0, cpu_s=0.0, processes=0)
         return proc.usage(self.proc.pid)
 
+    def database_cpu_seconds(self) -> float | None:
+        """CPU time so far of the embedded PostgreSQL; None for an external database."""
+        if os.environ.get("WALLET_DATABASE_URL"):
+            return None
+        pid_file = self.data_dir / "pgdata" / "postmaster.pid"
+        try:
+            postmaster = int(pid_file.read_text().split(maxsplit=1)[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return proc.database_cpu_seconds(postmaster)
+
     def cpu_seconds(self) -> float:
         return self.usage().cpu_s
 
