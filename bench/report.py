@@ -32,7 +32,8 @@ DEFINITIONS = {
     "server_cpu_pct": "CPU of the server process tree (workers included, PostgreSQL not) "
     "during the measured window; 100 = one core",
     "db_cpu_pct": "CPU of the embedded PostgreSQL (postmaster, backends, background "
-    "processes) during the window; absent for an external database",
+    "processes) during the window; absent for an external database. A backend that exits in "
+    "the window is counted only once the postmaster has reaped it, so it can read a little low",
     "host_cpu_pct": "CPU of the whole machine during the window (server, database, client "
     "processes and anything else); 100 = one core, so a 2-core machine is full at 200",
     "server_rss_mib": "resident memory of the server process tree at the window's end",
