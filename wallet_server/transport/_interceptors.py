@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -66,7 +67,7 @@ class Call:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Proceed = Callable[[], Awaitable[Any]]
+Proceed = Callable[["Call"], Awaitable[Any]]
 MAX_AUDITED_REQUEST_ID = 64
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
@@ -81,7 +82,7 @@ class LoggingInterceptor:
     async def intercept(self, call: Call, proceed: Proceed) -> Any:
         started = time.perf_counter()
         try:
-            return await proceed()
+            return await proceed(call)
         finally:
             if _log.isEnabledFor(logging.INFO):
                 _log.info(
@@ -108,7 +109,7 @@ class AuditInterceptor:
 
     async def intercept(self, call: Call, proceed: Proceed) -> Any:
         try:
-            return await proceed()
+            return await proceed(call)
         finally:
             if not call.record.audited:
                 try:
@@ -122,7 +123,7 @@ class ErrorInterceptor:
 
     async def intercept(self, call: Call, proceed: Proceed) -> Any:
         try:
-            return await proceed()
+            return await proceed(call)
         except RpcFailure as failure:
             call.code = failure.code_name
             raise
@@ -169,7 +170,7 @@ class AuthenticationInterceptor:
 
     async def intercept(self, call: Call, proceed: Proceed) -> Any:
         if call.access is Access.PUBLIC:
-            return await proceed()
+            return await proceed(call)
         principal: Principal
         if call.access is Access.USER:
             token = _bearer_token(call.context)
@@ -193,7 +194,7 @@ class AuthenticationInterceptor:
         call.record.principal = principal.key
         reset = _principal.set(principal)
         try:
-            return await proceed()
+            return await proceed(call)
         finally:
             _principal.reset(reset)
 
@@ -205,7 +206,7 @@ class AuthorizationInterceptor:
     async def intercept(self, call: Call, proceed: Proceed) -> Any:
         access, principal = call.access, call.principal
         if access is Access.PUBLIC:
-            return await proceed()
+            return await proceed(call)
         allowed = (
             (access is Access.USER and isinstance(principal, UserPrincipal))
             or (access is Access.PARTNER and isinstance(principal, PartnerPrincipal))
@@ -226,21 +227,15 @@ class AuthorizationInterceptor:
                 f"partner {principal.name!r} lacks the {scope!r} scope",
                 reason=Reason.MISSING_SCOPE,
             )
-        return await proceed()
+        return await proceed(call)
 
 
-def _compose(chain: Sequence[Interceptor], call: Call, innermost: Proceed) -> Proceed:
+def _compose(chain: Sequence[Interceptor], innermost: Proceed) -> Proceed:
+    """The chain as one callable, built once per method: no closures per call."""
     proceed = innermost
     for interceptor in reversed(chain):
-        proceed = _bind(interceptor, call, proceed)
+        proceed = partial(interceptor.intercept, proceed=proceed)
     return proceed
-
-
-def _bind(interceptor: Interceptor, call: Call, proceed: Proceed) -> Proceed:
-    async def step() -> Any:
-        return await interceptor.intercept(call, proceed)
-
-    return step
 
 
 def _new_call(method: str, request: Any, context: aio.ServicerContext[Any, Any]) -> Call:
@@ -289,11 +284,11 @@ class WalletServerInterceptor(aio.ServerInterceptor):
         # (synchronous) stub types say.
         if handler.unary_unary is not None:
             behaviour: Any = handler.unary_unary
+            unary_chain = _compose(chain, lambda call: behaviour(call.request, call.context))
 
             async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-                call = _new_call(method, request, context)
                 try:
-                    return await _compose(chain, call, lambda: behaviour(request, context))()
+                    return await unary_chain(_new_call(method, request, context))
                 except RpcFailure as failure:
                     await context.abort_with_status(failure.status)
 
@@ -305,16 +300,16 @@ class WalletServerInterceptor(aio.ServerInterceptor):
         if handler.unary_stream is not None:
             stream_behaviour: Any = handler.unary_stream
 
+            async def drain(call: Call) -> None:
+                # The chain wraps the whole stream: audit and logging see its final code.
+                async for item in stream_behaviour(call.request, call.context):
+                    await call.context.write(item)
+
+            stream_chain = _compose(chain, drain)
+
             async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
-                call = _new_call(method, request, context)
-
-                async def drain() -> None:
-                    # The chain wraps the whole stream: audit and logging see its final code.
-                    async for item in stream_behaviour(request, context):
-                        await context.write(item)
-
                 try:
-                    await _compose(chain, call, drain)()
+                    await stream_chain(_new_call(method, request, context))
                 except RpcFailure as failure:
                     await context.abort_with_status(failure.status)
 
