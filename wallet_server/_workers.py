@@ -56,6 +56,25 @@ class WorkerError(Exception):
     """A worker process died or would not stop; the message is one line."""
 
 
+def worker_count(requested: int | None, *, cores: int, per_worker: int, database_limit: int) -> int:
+    """How many workers to run: ``requested``, or by default one per core as far as the
+    database's connections go. Each worker may open ``per_worker`` connections at peak; a
+    server that would run out refuses to start rather than fail calls under load."""
+    fits = database_limit // per_worker
+    if requested is None:
+        if fits >= 1:
+            return max(1, min(cores, fits))
+        requested = 1
+    if requested > fits:
+        raise StartupError(
+            f"{requested} worker(s) may open {requested * per_worker} database connections "
+            f"({per_worker} each: 2 x database_pool_size + 1) but the database allows "
+            f"{database_limit}; use fewer --workers, a smaller database_pool_size, or raise "
+            "PostgreSQL's max_connections"
+        )
+    return requested
+
+
 def run_server(settings: Settings, *, workers: int, on_serving: OnServing) -> None:
     """Serve until SIGTERM/SIGINT. One worker runs in this process; more run as children."""
     if workers == 1:

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from wallet_server._logging import configure_logging
-from wallet_server._workers import OnServing, StartupError, WorkerError, run_server
+from wallet_server._workers import (
+    OnServing,
+    StartupError,
+    WorkerError,
+    run_server,
+    worker_count,
+)
 from wallet_server.config import ConfigError, Settings, load_settings
 from wallet_server.devdb import DevDatabaseError, EmbeddedDatabase, start_embedded_database
 
@@ -148,10 +154,25 @@ def cmd_dev(args: argparse.Namespace) -> None:
         announce = _announcer(
             _ready_file(args), lambda public, mtls: _grpcurl_help(data_dir, public, mtls)
         )
-        run_server(settings, workers=args.workers, on_serving=announce)
+        run_server(settings, workers=_workers_for(settings, args.workers), on_serving=announce)
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _workers_for(settings: Settings, requested: int | None) -> int:
+    from wallet_server.storage import connection_limit, connections_per_process
+
+    try:
+        limit = connection_limit(settings.database_url)
+    except Exception as exc:
+        raise StartupError(f"cannot reach the database: {_one_line(exc)}") from None
+    return worker_count(
+        requested,
+        cores=os.cpu_count() or 1,
+        per_worker=connections_per_process(settings.database_pool_size),
+        database_limit=limit,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -165,7 +186,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise StartupError(f"cannot reach the database: {_one_line(exc)}") from None
     if not current:
         raise StartupError("the database schema is not current; run 'wallet-server migrate'")
-    workers = args.workers or os.cpu_count() or 1
+    workers = _workers_for(settings, args.workers)
     run_server(settings, workers=workers, on_serving=_announcer(_ready_file(args)))
 
 
@@ -279,8 +300,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=_worker_count,
-        help="server processes sharing both ports, default one per CPU core; "
-        "each has its own pool of database_pool_size connections",
+        help="server processes sharing both ports, default one per CPU core as far as the "
+        "database's max_connections allows; each may open 2 x database_pool_size + 1 "
+        "connections",
     )
     serve.add_argument("--ready-file", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)

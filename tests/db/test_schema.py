@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from wallet_server.storage import metadata, schema_is_current, sqlalchemy_url
+from wallet_server.storage import connection_limit, metadata, schema_is_current, sqlalchemy_url
 
 
 def test_migrated_schema_matches_the_table_definitions(database_url: str) -> None:
@@ -23,6 +23,19 @@ def test_migrated_schema_matches_the_table_definitions(database_url: str) -> Non
 
 def test_schema_is_reported_current(database_url: str) -> None:
     assert schema_is_current(database_url)
+
+
+def test_the_connection_limit_leaves_out_the_reserved_connections(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        settings: dict[str, int] = dict(
+            conn.execute(
+                "SELECT name, setting::int FROM pg_settings WHERE name IN "
+                "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+            ).fetchall()
+        )
+    reserved = settings["superuser_reserved_connections"] + settings.get("reserved_connections", 0)
+    assert reserved > 0  # PostgreSQL's defaults reserve some: the subtraction is exercised
+    assert connection_limit(database_url) == settings["max_connections"] - reserved
 
 
 _SETUP = (

@@ -107,6 +107,20 @@ def test_unreachable_database_is_one_line(tmp_path: Path, pki: DevPkiPaths) -> N
     assert_one_error_line(done, "cannot reach the database")
 
 
+def test_more_workers_than_the_database_connections_serve_is_one_line(
+    tmp_path: Path, database_url: str, pki: DevPkiPaths
+) -> None:
+    config = tmp_path / "wallet.toml"
+    config.write_text(complete_config(database_url, pki))
+    done = run_cli("serve", "--config", str(config), "--workers", "1000")
+    assert done.returncode == 2, done
+    # Before it, the schema check's log lines (JSON); the refusal is the one error line.
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("wallet-server: error: 1000 worker(s) may open"), errors[0]
+    assert "max_connections" in errors[0]
+
+
 def test_serve_with_a_complete_config_answers_health_and_stops_on_sigterm(
     tmp_path: Path, database_url: str, pki: DevPkiPaths
 ) -> None:

@@ -1,6 +1,8 @@
 """Persistence on PostgreSQL: tables, migrations, repositories. SQL stops here."""
 
 from wallet_server.storage._engine import (
+    connection_limit,
+    connections_per_process,
     create_engine,
     migrate,
     schema_is_current,
@@ -12,6 +14,8 @@ from wallet_server.storage._tables import metadata
 
 __all__ = [
     "OUTBOX_CHANNEL",
+    "connection_limit",
+    "connections_per_process",
     "create_engine",
     "is_retryable_conflict",
     "is_unavailable",

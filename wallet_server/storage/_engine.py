@@ -32,6 +32,33 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+def connections_per_process(pool_size: int) -> int:
+    """The most connections one server process opens: its pool with as many again in
+    overflow, and the event hub's listener."""
+    return 2 * pool_size + 1
+
+
+def connection_limit(url: str) -> int:
+    """Connections the database gives ordinary roles: ``max_connections`` less those
+    reserved for superusers (and, from PostgreSQL 16, for ``pg_use_reserved_connections``)."""
+    from sqlalchemy import create_engine as create_sync_engine
+    from sqlalchemy import text
+
+    engine = create_sync_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as conn:
+            limit = conn.execute(
+                text(
+                    "SELECT current_setting('max_connections')::int"
+                    " - current_setting('superuser_reserved_connections')::int"
+                    " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(limit)
+
+
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema up to ``revision`` (blocking; run before serving)."""
     config = Config()
