@@ -77,6 +77,7 @@ def worker_count(requested: int | None, *, cores: int, per_worker: int, database
 
 def run_server(settings: Settings, *, workers: int, on_serving: OnServing) -> None:
     """Serve until SIGTERM/SIGINT. One worker runs in this process; more run as children."""
+    _refuse_taken_ports(settings)
     if workers == 1:
         asyncio.run(serve(settings, on_serving))
     else:
@@ -273,6 +274,34 @@ def _run_workers(settings: Settings, count: int, on_serving: OnServing) -> None:
         problems = _stop(workers, settings.shutdown_grace_seconds)
         if problems:
             raise WorkerError("; ".join(problems))
+
+
+def _refuse_taken_ports(settings: Settings) -> None:
+    """Fail when a fixed port already has a listener.
+
+    The server binds with SO_REUSEPORT (so that workers share the ports), and the kernel lets
+    any other socket that also sets it, such as a second wallet server, share the port
+    silently. A probe without SO_REUSEPORT is refused while anything listens there.
+    """
+    for host, port in (
+        (settings.host, settings.port),
+        (settings.effective_mtls_host, settings.mtls_port),
+    ):
+        if port == 0:
+            continue
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            with socket.socket(family, kind, proto) as probe:
+                # Connections of an earlier run in TIME_WAIT must not count as taken.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "is another server running? choose other ports with --port/--mtls-port"
+            ) from None
 
 
 def _with_reserved_ports(settings: Settings, stack: contextlib.ExitStack) -> Settings:

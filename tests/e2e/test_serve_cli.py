@@ -7,6 +7,7 @@ complete configuration serves TLS (checked with the real grpcurl) and stops clea
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 from pathlib import Path
 
@@ -119,6 +120,28 @@ def test_more_workers_than_the_database_connections_serve_is_one_line(
     assert len(errors) == 1, done.stderr
     assert errors[0].startswith("wallet-server: error: 1000 worker(s) may open"), errors[0]
     assert "max_connections" in errors[0]
+
+
+@pytest.mark.parametrize("setting", ["port", "mtls_port"])
+def test_a_port_another_server_listens_on_is_refused_not_shared(
+    tmp_path: Path, database_url: str, pki: DevPkiPaths, setting: str
+) -> None:
+    # Another server that, like this one, sets SO_REUSEPORT: the kernel would let both listen.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        config = tmp_path / "wallet.toml"
+        config.write_text(
+            complete_config(database_url, pki).replace(f"\n{setting} = 0", f"\n{setting} = {taken}")
+        )
+        done = run_cli("serve", "--config", str(config), "--workers", "1")
+    assert done.returncode == 2, done
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{taken}" in errors[0], errors[0]
+    assert "another server running" in errors[0]
 
 
 def test_serve_with_a_complete_config_answers_health_and_stops_on_sigterm(
