@@ -30,6 +30,37 @@ ACCOUNT_COLUMNS = (
 )
 
 
+# The accounts of a claim statement's ``wanted`` CTE: user accounts locked in id order, like
+# every other writer, system accounts read without a lock (their changes go to
+# balance_deltas). The count over ``claimed`` makes every key claim come before the first
+# account lock, so a claimer never waits for a key while it holds account locks.
+LOCK_WANTED_ACCOUNTS = f"""
+    locked AS (
+        SELECT {ACCOUNT_COLUMNS}
+        FROM accounts AS a
+        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind = 'user'
+            AND (SELECT count(*) FROM claimed) >= 0
+        ORDER BY a.account_id
+        FOR UPDATE OF a
+    ),
+    system AS (
+        SELECT {ACCOUNT_COLUMNS}
+        FROM accounts AS a
+        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind <> 'user'
+    )"""
+
+# The rows tagged 'a' that report those accounts (columns 6 to 14 of a claim statement).
+WANTED_ACCOUNT_ROWS = """
+    UNION ALL
+    SELECT 'a', NULL, NULL, NULL, NULL, l.account_id, l.kind, l.currency, l.owner_user_id,
+        l.partner_id, l.posted, l.pending_out, l.frozen, l.created_at
+    FROM locked AS l
+    UNION ALL
+    SELECT 'a', NULL, NULL, NULL, NULL, s.account_id, s.kind, s.currency, s.owner_user_id,
+        s.partner_id, s.posted, s.pending_out, s.frozen, s.created_at
+    FROM system AS s"""
+
+
 def account_from_row(row: Sequence[Any]) -> Account:
     """An account from the columns of ``ACCOUNT_COLUMNS``, in order."""
     return Account(

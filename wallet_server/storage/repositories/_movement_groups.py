@@ -17,9 +17,10 @@ from uuid import UUID
 from wallet_server.domain import Account, Transaction
 from wallet_server.storage.repositories._audit import NewAuditEntry
 from wallet_server.storage.repositories._bulk import (
-    ACCOUNT_COLUMNS,
     APPEND_EVENTS,
+    LOCK_WANTED_ACCOUNTS,
     RECORD_POSTED,
+    WANTED_ACCOUNT_ROWS,
     account_from_row,
     event_params,
     record_params,
@@ -65,19 +66,7 @@ _CLAIM_AND_LOCK = f"""
         UNION
         SELECT account_id FROM named
     ),
-    locked AS (
-        SELECT {ACCOUNT_COLUMNS}
-        FROM accounts AS a
-        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind = 'user'
-            AND (SELECT count(*) FROM claimed) >= 0
-        ORDER BY a.account_id
-        FOR UPDATE OF a
-    ),
-    system AS (
-        SELECT {ACCOUNT_COLUMNS}
-        FROM accounts AS a
-        WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind <> 'user'
-    )
+    {LOCK_WANTED_ACCOUNTS}
     SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::jsonb,
         NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
         NULL::bigint, NULL::boolean, NULL::timestamptz
@@ -91,14 +80,7 @@ _CLAIM_AND_LOCK = f"""
     SELECT 'n', n.username, NULL, NULL, NULL,
         n.account_id, NULL, n.currency, NULL, NULL, NULL, NULL, NULL, NULL
     FROM named AS n
-    UNION ALL
-    SELECT 'a', NULL, NULL, NULL, NULL, l.account_id, l.kind, l.currency, l.owner_user_id,
-        l.partner_id, l.posted, l.pending_out, l.frozen, l.created_at
-    FROM locked AS l
-    UNION ALL
-    SELECT 'a', NULL, NULL, NULL, NULL, s.account_id, s.kind, s.currency, s.owner_user_id,
-        s.partner_id, s.posted, s.pending_out, s.frozen, s.created_at
-    FROM system AS s
+    {WANTED_ACCOUNT_ROWS}
 """
 
 # Keys that a concurrent transaction committed after the claim statement's snapshot.
