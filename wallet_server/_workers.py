@@ -290,13 +290,8 @@ def _refuse_taken_ports(settings: Settings) -> None:
         if port == 0:
             continue
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
-            with socket.socket(family, kind, proto) as probe:
-                # Connections of an earlier run in TIME_WAIT must not count as taken.
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind(address)
+            # Connections of an earlier run in TIME_WAIT must not count as taken.
+            _bound_socket(host, port, socket.SO_REUSEADDR).close()
         except OSError as exc:
             raise StartupError(
                 f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
@@ -318,14 +313,24 @@ def _with_reserved_ports(settings: Settings, stack: contextlib.ExitStack) -> Set
     return dataclasses.replace(settings, port=port, mtls_port=mtls_port)
 
 
+def _bound_socket(host: str, port: int, option: int) -> socket.socket:
+    """A TCP socket with ``option`` set, bound (not listening) to ``host``'s first address."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _reserve_port(host: str, stack: contextlib.ExitStack) -> int:
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host.strip("[]") or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = stack.enter_context(socket.socket(family, kind, proto))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
+        sock = stack.enter_context(_bound_socket(host, 0, socket.SO_REUSEPORT))
     except OSError as exc:
         raise StartupError(f"cannot find a free port on {host}: {exc}") from None
     port: int = sock.getsockname()[1]
