@@ -64,10 +64,13 @@ class Server:
         if env:
             return env
         # postmaster.pid line 5 is the socket directory; devdb points the server at the same.
-        pid_file = self.data_dir / "pgdata" / "postmaster.pid"
-        lines = pid_file.read_text().splitlines()
+        lines = self._postmaster_pid_lines()
         socket_dir = lines[4] if len(lines) > 4 and lines[4] else str(self.data_dir / "pgdata")
         return f"postgresql://postgres@/wallet?host={socket_dir}"
+
+    def _postmaster_pid_lines(self) -> list[str]:
+        """The embedded cluster's ``postmaster.pid``, line by line."""
+        return (self.data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
 
     def usage(self) -> proc.Usage:
         """Memory and CPU of the server process and its children (workers), not PostgreSQL."""
@@ -79,9 +82,8 @@ class Server:
         """CPU time so far of the embedded PostgreSQL; None for an external database."""
         if os.environ.get("WALLET_DATABASE_URL"):
             return None
-        pid_file = self.data_dir / "pgdata" / "postmaster.pid"
         try:
-            postmaster = int(pid_file.read_text().split(maxsplit=1)[0])
+            postmaster = int(self._postmaster_pid_lines()[0])  # line 1: the postmaster's pid
         except (OSError, ValueError, IndexError):
             return None
         return proc.database_cpu_seconds(postmaster)
