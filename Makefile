@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BUF_VERSION ?= 1.75.0
 
-.PHONY: install run test lint proto tools bench bench-quick clean
+.PHONY: install run test lint proto tools bench bench-quick bench-floor clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+# What a minimal Python gRPC server reaches here, as ratios to its own empty call.
+bench-floor: install
+	$(BIN)/python -m bench.floor
 
 proto: install
 	$(BIN)/python scripts/gen_protos.py

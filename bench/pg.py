@@ -44,6 +44,7 @@ SELECT tx.id, v.account_id, v.amount
   FROM tx, (VALUES (CAST(:src AS int), CAST(-1 AS bigint)),
                    (CAST(:dst AS int), CAST(1 AS bigint))) AS v (account_id, amount);
 """
+OPENING_BALANCE = 1_000_000_000  # per account: no transfer of 1 ever runs one dry
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,9 @@ def prepare(url: str, accounts: int) -> None:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute(SCHEMA_DDL)
         conn.execute(
-            "INSERT INTO bench.accounts (id, balance) SELECT g, 1000000000 "
-            "FROM generate_series(1, %s) AS g",
-            (accounts,),
+            "INSERT INTO bench.accounts (id, balance) "
+            "SELECT g, %s FROM generate_series(1, %s) AS g",
+            (OPENING_BALANCE, accounts),
         )
         conn.execute("VACUUM ANALYZE bench.accounts")
 
