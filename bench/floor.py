@@ -13,6 +13,11 @@ at a time on the embedded PostgreSQL, driven by the benchmark's own client proce
 - ``grouped4``: the same in a transaction the way the wallet server writes a group: BEGIN,
   a locking read of the group's accounts, the write, COMMIT.
 
+Then, without gRPC, the set-based ceiling of ``CreateTransfers``: client processes run the
+``grouped`` statement on batches of 1000 random transfers (the same 400 accounts, as in
+``make bench``), 1 and 16 batches in flight, against ``pgbench -M prepared`` at 16 clients
+in the same run.
+
 Nothing here checks balances: it is the ceiling of the architecture, not a wallet.
 """
 
@@ -39,6 +44,7 @@ from psycopg_pool import AsyncConnectionPool
 from bench import client, pg
 from bench.loop import merge
 from bench.report import percentile
+from bench.server import pgbench_binary
 from wallet_server.devdb import start_embedded_database
 from wallet_server.security import ensure_dev_pki
 
@@ -173,6 +179,51 @@ def _check_ledger(url: str) -> None:
     print(f"ledger check: {transfers} transfers, money conserved", flush=True)
 
 
+BATCH_SIZE = 1000
+BATCH_IN_FLIGHT = (1, 16)
+
+
+@dataclass(frozen=True)
+class _BatchTask:
+    url: str
+    connections: int
+    start_at: float  # wall clock: the measured window opens one second later
+    seconds: float
+
+
+def _run_batches(task: _BatchTask) -> int:
+    """Transfers made by the batches that complete inside the window."""
+    return asyncio.run(_batches(task))
+
+
+async def _batches(task: _BatchTask) -> int:
+    measure_from = task.start_at + 1.0
+    measure_to = measure_from + task.seconds
+    done = 0
+
+    async def one_connection() -> None:
+        nonlocal done
+        async with await AsyncConnection.connect(task.url, autocommit=True) as conn:
+            await asyncio.sleep(max(0.0, task.start_at - time.time()))
+            while time.time() < measure_to:
+                pairs = [_pair() for _ in range(BATCH_SIZE)]
+                await conn.execute(
+                    _GROUP, {"srcs": [s for s, _ in pairs], "dsts": [d for _, d in pairs]}
+                )
+                if measure_from <= time.time() <= measure_to:
+                    done += BATCH_SIZE
+
+    await asyncio.gather(*(one_connection() for _ in range(task.connections)))
+    return done
+
+
+def _measure_batches(url: str, in_flight: int, seconds: float, clients: Any) -> float:
+    processes = min(2, in_flight)
+    start = time.time() + 2.0
+    tasks = [_BatchTask(url, in_flight // processes, start, seconds) for _ in range(processes)]
+    return float(sum(clients.map(_run_batches, tasks))) / seconds
+
+
 @dataclass(frozen=True)
 class _Measured:
     mode: str
@@ -224,6 +275,15 @@ def main() -> None:
             for mode in MODES:
                 rows.append(_measure(mode, url, certs, args.seconds, clients))
                 print(f"measured {mode}", flush=True)
+            batches = {n: _measure_batches(url, n, args.seconds, clients) for n in BATCH_IN_FLIGHT}
+        ceiling = pg.run(
+            pgbench_binary(),
+            url,
+            workdir=work,
+            clients=IN_FLIGHT,
+            seconds=int(args.seconds),
+            accounts=ACCOUNTS,
+        )
         _check_ledger(url)
     finally:
         database.stop()
@@ -236,6 +296,10 @@ def main() -> None:
             f"{r.mode:10s} {r.calls_per_s:8.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f} "
             f"{r.errors:6d} {r.calls_per_s / empty:7.2f}"
         )
+    print(f"\nset-based statements of {BATCH_SIZE} transfers (no gRPC), {ACCOUNTS} accounts")
+    print(f"pgbench -M prepared, {IN_FLIGHT} clients: {ceiling.tps:.0f} transfers/s")
+    for n, rate in batches.items():
+        print(f"{n:3d} in flight: {rate:8.0f} transfers/s = {rate / ceiling.tps:.2f} x pgbench")
 
 
 if __name__ == "__main__":
