@@ -113,3 +113,15 @@ def test_a_system_account_cannot_underflow_int64() -> None:
     with pytest.raises(FailedPrecondition) as caught:
         plan_transfer(settlement, account(), Money("USD", 11))
     assert caught.value.reason == Reason.AMOUNT_OVERFLOW
+
+
+@given(
+    posted=st.integers(min_value=-(10**15), max_value=10**15),
+    held=st.integers(min_value=0, max_value=10**12),
+    amount=st.integers(min_value=-(10**12), max_value=10**12),
+)
+def test_after_posting_changes_the_posted_balance_and_nothing_else(
+    posted: int, held: int, amount: int
+) -> None:
+    before = account(posted=posted, pending_out=held, partner_id=uuid4(), frozen=True)
+    assert before.after_posting(amount) == replace(before, posted=posted + amount)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import uuid4
 
 import pytest
+from google.protobuf import timestamp_pb2
 from wallet.v1 import ledger_pb2
 
-from wallet_server.domain import InvalidArgument
+from wallet_server.domain import InvalidArgument, id_text, optional_id_text
 from wallet_server.transport._mapping import (
     MAX_PAGE_SIZE,
     collect,
@@ -19,6 +22,7 @@ from wallet_server.transport._mapping import (
     parse_amount,
     parse_page_size,
     parse_uuid,
+    timestamp,
 )
 
 
@@ -83,3 +87,20 @@ def test_oversized_and_deeply_nested_tokens_are_refused_cleanly() -> None:
     for token in ("A" * 10_000, nested[:500], nested):
         with pytest.raises(InvalidArgument):
             decode_page_token(token, "audit")
+
+
+def test_ids_and_times_read_the_same_from_the_cache_as_computed_afresh() -> None:
+    ids = [uuid4() for _ in range(3)]
+    for value in ids + ids:  # the second round is answered from the cache
+        assert id_text(value) == str(value)
+        assert optional_id_text(value) == str(value)
+    assert optional_id_text(None) == ""
+    aware = datetime(2026, 12, 3, 16, 30, 0, 123456, tzinfo=UTC)
+    an_hour_east = datetime(2026, 12, 3, 17, 30, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
+    for moment in (aware, an_hour_east, aware):
+        expected = timestamp_pb2.Timestamp()
+        expected.FromDatetime(moment)
+        assert timestamp(moment) == expected
+    first = timestamp(aware)
+    first.seconds += 1  # a caller changing its message must not change the next caller's
+    assert timestamp(aware).seconds == first.seconds - 1

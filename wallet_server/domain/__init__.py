@@ -39,6 +39,7 @@ from wallet_server.domain._exchange import (
     price_quote,
     rate_value,
 )
+from wallet_server.domain._ids import id_text, optional_id_text
 from wallet_server.domain._ledger import (
     Account,
     AccountKind,
@@ -180,11 +181,13 @@ __all__ = [
     "exact_conversion",
     "expire_order",
     "format_decimal_amount",
+    "id_text",
     "is_valid_iban",
     "mark_order_paid",
     "new_order",
     "new_withdrawal",
     "normalize_username",
+    "optional_id_text",
     "order_expiry",
     "parse_currency",
     "parse_decimal_amount",

@@ -43,6 +43,7 @@ from wallet_server.domain import (
     TransactionKind,
     TransactionStatus,
     WalletError,
+    id_text,
     plan_transfer,
     transaction_event,
 )
@@ -265,9 +266,8 @@ def _decide(
     legs = plan_transfer(source, destination, item.amount)
     changed: dict[UUID, Account] = {}
     for leg in legs:
-        account = running[leg.account_id]
-        changed[leg.account_id] = running[leg.account_id] = dataclasses.replace(
-            account, posted=account.posted + leg.amount
+        changed[leg.account_id] = running[leg.account_id] = running[leg.account_id].after_posting(
+            leg.amount
         )
     tx = Transaction(
         transaction_id=transaction_id,
@@ -411,8 +411,8 @@ async def create_transfers(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult
         for r in result.results:
             if r.transaction is not None:
                 tx = r.transaction
-                touched.update(dict.fromkeys(map(str, (tx.from_account_id, tx.to_account_id))))
-                touched[str(tx.transaction_id)] = None
+                touched.update(dict.fromkeys(map(id_text, (tx.from_account_id, tx.to_account_id))))
+                touched[id_text(tx.transaction_id)] = None
         note_resources(*touched)
         await uow.commit()
         return result

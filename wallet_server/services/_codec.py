@@ -16,6 +16,8 @@ from functools import cache
 from typing import Any, TypeVar
 from uuid import UUID
 
+from wallet_server.domain import id_text
+
 T = TypeVar("T")
 
 
@@ -42,7 +44,7 @@ def _encoder_for(kind: type) -> Callable[[Any], Any]:
     if issubclass(kind, Enum):  # before str and int: a StrEnum encodes as its value
         return lambda v: v.value
     if issubclass(kind, UUID):
-        return str
+        return id_text
     if issubclass(kind, datetime):
         return lambda v: v.isoformat()
     if issubclass(kind, tuple | list):

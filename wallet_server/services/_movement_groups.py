@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import contextvars
 import copy
-import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ from wallet_server.domain import (
     Transaction,
     TransactionKind,
     WalletError,
+    id_text,
     normalize_username,
     transaction_event,
 )
@@ -142,14 +142,14 @@ class _Decider:
     def decide(self, grouped: GroupedMovement) -> Decided:
         cmd = grouped.command
         if isinstance(cmd, Transfer):
-            resources = [str(cmd.from_account_id)]
+            resources = [id_text(cmd.from_account_id)]
             if cmd.to_account_id is not None:
-                resources.append(str(cmd.to_account_id))
+                resources.append(id_text(cmd.to_account_id))
         else:
-            resources = [str(cmd.account_id)]
+            resources = [id_text(cmd.account_id)]
         outcome = self._outcome(grouped)
         if isinstance(outcome, Transaction):
-            resources += [str(outcome.to_account_id), str(outcome.transaction_id)]
+            resources += [id_text(outcome.to_account_id), id_text(outcome.transaction_id)]
         code = outcome.status_name if isinstance(outcome, WalletError) else "OK"
         if grouped.call is not None:
             self.writes.audit.append(grouped.call.entry(code, more_resources=resources))
@@ -228,8 +228,7 @@ class _Decider:
         )
         changed: dict[UUID, Account] = {}
         for leg in tx.postings:
-            before = self._accounts[leg.account_id]
-            changed[leg.account_id] = dataclasses.replace(before, posted=before.posted + leg.amount)
+            changed[leg.account_id] = self._accounts[leg.account_id].after_posting(leg.amount)
         self._accounts.update(changed)
         self.writes.transactions.append((tx, cmd.caller.key))
         self.writes.events.append(

@@ -7,6 +7,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +26,8 @@ from wallet_server.domain import (
     Transaction,
     TransactionKind,
     TransactionStatus,
+    id_text,
+    optional_id_text,
     parse_money,
 )
 
@@ -182,14 +185,21 @@ def money_to_proto(money: Money) -> ledger_pb2.Money:
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    seconds, nanos = _timestamp_fields(value)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+@lru_cache(maxsize=1024)
+def _timestamp_fields(value: datetime) -> tuple[int, int]:
+    # Converting costs about 4 us; a batch's items and a group's transfers share one time.
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)
-    return ts
+    return ts.seconds, ts.nanos
 
 
 def account_to_proto(account: Account) -> ledger_pb2.Account:
     return ledger_pb2.Account(
-        account_id=str(account.account_id),
+        account_id=id_text(account.account_id),
         currency_code=account.currency,
         posted=ledger_pb2.Money(currency_code=account.currency, amount_minor=account.posted),
         pending_out=ledger_pb2.Money(
@@ -205,29 +215,29 @@ def account_to_proto(account: Account) -> ledger_pb2.Account:
 
 def transaction_to_proto(tx: Transaction) -> ledger_pb2.Transaction:
     message = ledger_pb2.Transaction(
-        transaction_id=str(tx.transaction_id),
+        transaction_id=id_text(tx.transaction_id),
         status=_STATUS_TO_PROTO[tx.status],  # type: ignore[arg-type]
         kind=KIND_TO_PROTO[tx.kind],  # type: ignore[arg-type]
         amount=money_to_proto(tx.amount),
-        from_account_id=str(tx.from_account_id or ""),
-        to_account_id=str(tx.to_account_id or ""),
+        from_account_id=optional_id_text(tx.from_account_id),
+        to_account_id=optional_id_text(tx.to_account_id),
         memo=tx.memo,
         external_reference=tx.external_reference,
         create_time=timestamp(tx.created_at),
         postings=[
             ledger_pb2.Posting(
-                account_id=str(p.account_id),
+                account_id=id_text(p.account_id),
                 amount=ledger_pb2.Money(
                     currency_code=p.currency or tx.amount.currency, amount_minor=p.amount
                 ),
             )
             for p in tx.postings
         ],
-        reverses_transaction_id=str(tx.reverses_transaction_id or ""),
-        reversed_by_transaction_id=str(tx.reversed_by_transaction_id or ""),
+        reverses_transaction_id=optional_id_text(tx.reverses_transaction_id),
+        reversed_by_transaction_id=optional_id_text(tx.reversed_by_transaction_id),
         exchange_rate=tx.exchange_rate,
-        order_id=str(tx.order_id or ""),
-        promotion_id=str(tx.promotion_id or ""),
+        order_id=optional_id_text(tx.order_id),
+        promotion_id=optional_id_text(tx.promotion_id),
         status_message=tx.status_message,
     )
     if tx.to_amount is not None:

@@ -8,7 +8,7 @@ from grpc import aio
 from wallet.v1 import partner_pb2
 
 from wallet_server import services
-from wallet_server.domain import FieldViolation, InvalidArgument
+from wallet_server.domain import FieldViolation, InvalidArgument, id_text
 from wallet_server.transport._mapping import (
     collect,
     parse_amount,
@@ -57,12 +57,12 @@ def _parse_item(item: partner_pb2.TransferItem, request_id: Any) -> services.Bat
 def _result_to_proto(result: services.BatchItemResult) -> partner_pb2.TransferResult:
     if result.transaction is not None:
         return partner_pb2.TransferResult(
-            request_id=str(result.request_id),
+            request_id=id_text(result.request_id),
             transaction=transaction_to_proto(result.transaction),
         )
     assert result.error is not None
     return partner_pb2.TransferResult(
-        request_id=str(result.request_id),
+        request_id=id_text(result.request_id),
         error=partner_pb2.TransferError(
             reason=result.error.reason, message=result.error.message, code=result.error.code
         ),
