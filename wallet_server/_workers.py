@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import multiprocessing
@@ -75,6 +76,21 @@ def worker_count(requested: int | None, *, cores: int, per_worker: int, database
     return requested
 
 
+# The cyclic garbage collector, tuned by measurement: on a 1000-item CreateTransfers batch
+# the defaults (700, 10, 10) spent about 13 % of the server's CPU in it, mostly in full
+# collections walking everything start-up built (gRPC, SQLAlchemy, protobuf). Freezing that
+# and collecting the young generation every 50,000 allocations brought it under 1 %; most
+# objects die by reference counting long before, so a collection finds few survivors.
+_GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def _settle_garbage_collector() -> None:
+    """Once serving: what start-up built is never garbage; collect the rest less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+
+
 def run_server(settings: Settings, *, workers: int, on_serving: OnServing) -> None:
     """Serve until SIGTERM/SIGINT. One worker runs in this process; more run as children."""
     _refuse_taken_ports(settings)
@@ -98,6 +114,7 @@ async def serve(
     try:
         server, public, mtls = _bind(settings, engine)
         await server.start()
+        _settle_garbage_collector()
         stop = _stop_event(stop_signals, parent)
         await asyncio.to_thread(on_serving, public, mtls)
         _log.info(
