@@ -36,6 +36,9 @@ from wallet_server.storage.repositories._idempotency import StoredResponse
 #    balance_deltas). The locks depend on ``claimed``, so every key is claimed before the
 #    first account lock is taken.
 # Rows are tagged: 'c' claimed, 's' stored, 'a' account.
+# Stored keys are looked up by the key array as well as the join (here and when responses
+# are stored): statistics taken while the partner had few keys estimate a handful of rows
+# for it, and the join alone then read every key the partner kept (a day's worth), per batch.
 _CLAIM_AND_LOCK = f"""
     WITH input AS (
         SELECT k.request_id, k.fingerprint, k.from_account_id, k.to_account_id
@@ -67,7 +70,7 @@ _CLAIM_AND_LOCK = f"""
         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM idempotency_keys AS k
     JOIN input ON input.request_id = k.request_id
-    WHERE k.principal = %(principal)b::text
+    WHERE k.principal = %(principal)b::text AND k.request_id = ANY(%(request_ids)b::uuid[])
     {WANTED_ACCOUNT_ROWS}
 """
 
@@ -84,6 +87,7 @@ _STORE_RESPONSES = """
         FROM unnest(%(response_request_ids)b::uuid[], %(responses)b::text[]::jsonb[])
             AS r(request_id, response)
         WHERE k.principal = %(initiator)b::text AND k.request_id = r.request_id
+            AND k.request_id = ANY(%(response_request_ids)b::uuid[])
     )"""
 
 

@@ -1,0 +1,98 @@
+"""Looking up a batch's idempotency keys touches those keys, not every key of the caller.
+
+A partner keeps a day of keys (millions for a busy one). Statistics taken while it had few
+estimate a handful of rows for it; a plan that then hashes all of them per batch grows with
+the retention window, not with the batch. Counted with the transaction's own table
+statistics (pg_stat_xact_user_tables), which are exact and need no timing.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallet_server.services import UnitOfWork
+from wallet_server.storage.repositories import BatchWrites, GroupWrites
+
+PRINCIPAL = "partner:busy"
+OTHER_KEYS = 20_000
+BATCH = 500
+
+
+async def _keys_read(uow: UnitOfWork) -> int:
+    """Rows of idempotency_keys this transaction has read so far, by index or by scan."""
+    row = (
+        await uow.connection.execute(
+            text(
+                "SELECT coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0) "
+                "FROM pg_stat_xact_user_tables WHERE relname = 'idempotency_keys'"
+            )
+        )
+    ).one()
+    return int(row[0])
+
+
+async def _stale_statistics_for_a_busy_partner(engine: AsyncEngine) -> None:
+    """A few keys analyzed, then many more that the statistics have not seen."""
+    async with engine.connect() as conn:
+        for count in (50, OTHER_KEYS):
+            await conn.execute(
+                text(
+                    "INSERT INTO idempotency_keys (principal, request_id, method, fingerprint, "
+                    "response) SELECT :p, gen_random_uuid(), 'CreateTransfers.item', "
+                    "'\\x00'::bytea, '{}'::jsonb FROM generate_series(1, :n)"
+                ),
+                {"p": PRINCIPAL, "n": count},
+            )
+            await conn.commit()
+            if count == 50:
+                await conn.execute(text("ANALYZE idempotency_keys"))
+
+
+async def test_a_batch_claims_and_answers_its_keys_without_reading_the_others(
+    clean_db: AsyncEngine,
+) -> None:
+    await _stale_statistics_for_a_busy_partner(clean_db)
+    keys: dict[UUID, tuple[bytes, UUID | None, UUID | None]] = {
+        uuid4(): (b"\x01", None, None) for _ in range(BATCH)
+    }
+    async with UnitOfWork(clean_db) as uow:
+        store = await uow.batches()
+        before = await _keys_read(uow)
+        reads = await store.claim_and_lock(principal=PRINCIPAL, method="m", keys=keys)
+        assert reads.stored == {}
+        claimed = await _keys_read(uow)
+        await store.write(
+            BatchWrites(initiator=PRINCIPAL, responses=dict.fromkeys(keys, '{"result": 1}'))
+        )
+        answered = await _keys_read(uow)
+        await uow.commit()
+    # Each phase may read each of the batch's keys (and index entries) a few times, but
+    # never the partner's other 20,000.
+    assert claimed - before <= 2 * BATCH
+    assert answered - claimed <= 2 * BATCH
+    async with clean_db.connect() as conn:
+        stored = await conn.scalar(
+            text("SELECT count(*) FROM idempotency_keys WHERE response = '{\"result\": 1}'")
+        )
+    assert stored == BATCH
+
+
+async def test_a_transfer_group_claims_and_answers_its_keys_without_reading_the_others(
+    clean_db: AsyncEngine,
+) -> None:
+    await _stale_statistics_for_a_busy_partner(clean_db)
+    keys = {(PRINCIPAL, uuid4()): ("Transfer", b"\x03") for _ in range(64)}
+    async with UnitOfWork(clean_db) as uow:
+        store = await uow.movement_groups()
+        before = await _keys_read(uow)
+        reads = await store.claim_and_lock(keys=keys, account_ids=[], names=[])
+        assert reads.stored == {}
+        claimed = await _keys_read(uow)
+        await store.write(GroupWrites(responses={key: {"result": 3} for key in keys}))
+        answered = await _keys_read(uow)
+        await uow.commit()
+    assert claimed - before <= 2 * len(keys)
+    assert answered - claimed <= 2 * len(keys)
