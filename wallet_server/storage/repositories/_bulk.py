@@ -77,7 +77,9 @@ def account_from_row(row: Sequence[Any]) -> Account:
 
 
 # Posted transactions with their legs and balance changes: user accounts (locked by the
-# caller) are updated; a system account's change is appended to balance_deltas.
+# caller) are updated; a system account's change is appended to balance_deltas. The legs are
+# not joined to the inserted transactions: the foreign key checks them at the end of the
+# statement, and the join (a sort and a merge) cost about 25 ms of a 1000-item batch.
 RECORD_POSTED = """
     tx AS (
         INSERT INTO transactions (transaction_id, kind, status, currency, amount,
@@ -103,7 +105,6 @@ RECORD_POSTED = """
         FROM unnest(%(leg_transactions)b::uuid[], %(leg_accounts)b::uuid[],
             %(leg_amounts)b::bigint[], %(leg_currencies)b::text[], %(leg_times)b::timestamptz[])
             WITH ORDINALITY AS leg(transaction_id, account_id, amount, currency, created_at, n)
-        JOIN tx ON tx.transaction_id = leg.transaction_id
         ORDER BY leg.n
     ),
     delta AS (
