@@ -253,24 +253,19 @@ async def _refresh(target: Target, holders: list[Holder]) -> list[Holder]:
         await close([ch])
 
 
-def run_settlement_account(target: Target, account_id: str) -> str:
-    """The demo partner's USD settlement account: the source of a 1-minor-unit top-up of
-    ``account_id`` (the API has no other way to name it)."""
-    return asyncio.run(_settlement_account(target, account_id))
+def run_settlement_account(target: Target) -> str:
+    """The demo partner's USD settlement account (it exists once the set-up deposited)."""
+    return asyncio.run(_settlement_account(target))
 
 
-async def _settlement_account(target: Target, account_id: str) -> str:
+async def _settlement_account(target: Target) -> str:
     (ch,) = await connect(target, 1, identity=DEMO_PARTNER)
     try:
-        response = await partner_pb2_grpc.PartnerServiceStub(ch).Deposit(
-            partner_pb2.DepositRequest(
-                request_id=str(uuid.uuid4()),
-                account_id=account_id,
-                amount=usd(1),
-                external_reference="bench settlement lookup",
-            )
+        listed = await partner_pb2_grpc.PartnerServiceStub(ch).ListSettlementAccounts(
+            partner_pb2.ListSettlementAccountsRequest()
         )
-        return response.transaction.from_account_id
+        (usd_account,) = (a.account_id for a in listed.accounts if a.currency_code == "USD")
+        return usd_account
     finally:
         await close([ch])
 

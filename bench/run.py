@@ -212,9 +212,7 @@ class Bench:
         ]
         self.holders = self.pool.map(client.run_setup, setups, chunksize=1)
         self.tokens_at = time.monotonic()
-        self.settlement = self.pool.apply(
-            client.run_settlement_account, (self.target, self.holders[0][0].account_id)
-        )
+        self.settlement = self.pool.apply(client.run_settlement_account, (self.target,))
         self.server.register_partners(
             {
                 **dict.fromkeys(hot.extra_depositors(self.plan.spread_partners), "deposits"),

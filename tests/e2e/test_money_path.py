@@ -298,9 +298,47 @@ async def test_every_call_is_audited_and_money_calls_commit_with_their_audit_row
 
 async def test_unimplemented_rpcs_say_so_with_a_reason(wallet: Wallet) -> None:
     with pytest.raises(aio.AioRpcError) as caught:
-        await wallet.partner.ListSettlementAccounts(partner_pb2.ListSettlementAccountsRequest())
+        await wallet.admin.VerifyAuditChain(admin_pb2.VerifyAuditChainRequest())
     err = rich_error(caught.value)
     assert (err.code, err.reason) == (grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED")
+
+
+async def test_settlement_accounts_list_by_currency_with_what_deposits_took(
+    wallet: Wallet,
+) -> None:
+    alice = await wallet.sign_up("alice")
+    accounts = {c: await wallet.open_account(alice, c) for c in ("USD", "JPY", "EUR")}
+    for currency, amount in (("USD", 500), ("JPY", 30), ("EUR", 70), ("USD", 25)):
+        await wallet.deposit(accounts[currency], amount, currency)
+
+    seen: list[tuple[str, int, int]] = []
+    token = ""
+    while True:
+        page = await wallet.partner.ListSettlementAccounts(
+            partner_pb2.ListSettlementAccountsRequest(page_size=2, page_token=token)
+        )
+        assert len(page.accounts) <= 2
+        seen += [
+            (a.currency_code, a.posted.amount_minor, a.available.amount_minor)
+            for a in page.accounts
+        ]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [("EUR", -70, -70), ("JPY", -30, -30), ("USD", -525, -525)]
+
+    # Tokens belong to this listing: one from another listing, or made up, is refused.
+    other = await wallet.wallet.ListAccounts(
+        wallet_pb2.ListAccountsRequest(page_size=1), metadata=alice
+    )
+    for bad in (other.next_page_token, "not-a-token"):
+        with pytest.raises(aio.AioRpcError) as caught:
+            await wallet.partner.ListSettlementAccounts(
+                partner_pb2.ListSettlementAccountsRequest(page_token=bad)
+            )
+        err = rich_error(caught.value)
+        assert err.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in err.violations
 
 
 async def test_accounts_list_in_pages_and_one_account_per_currency(wallet: Wallet) -> None:

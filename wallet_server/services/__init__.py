@@ -18,6 +18,7 @@ from wallet_server.services._commands import (
     GetMe,
     GetTransaction,
     ListAccounts,
+    ListSettlementAccounts,
     ListTransactions,
     LogIn,
     LogOut,
@@ -29,7 +30,13 @@ from wallet_server.services._commands import (
 from wallet_server.services._events import publish
 from wallet_server.services._history import get_audit_log, get_transaction, list_transactions
 from wallet_server.services._movements import deposit, transfer
-from wallet_server.services._results import AccountPage, AuditPage, SessionTokens, TransactionPage
+from wallet_server.services._results import (
+    AccountPage,
+    AuditPage,
+    SessionTokens,
+    SettlementAccountPage,
+    TransactionPage,
+)
 from wallet_server.services._setup import (
     purge_idempotency_records,
     record_unaudited_call,
@@ -62,6 +69,7 @@ __all__ = [
     "GetMe",
     "GetTransaction",
     "ListAccounts",
+    "ListSettlementAccounts",
     "ListTransactions",
     "LogIn",
     "LogOut",
@@ -71,6 +79,7 @@ __all__ = [
     "RegisterUser",
     "RevocationList",
     "SessionTokens",
+    "SettlementAccountPage",
     "TransactionPage",
     "Transfer",
     "UnitOfWork",
@@ -112,6 +121,7 @@ from wallet_server.services import (
     _orders,
     _promotions,
     _reversals,
+    _settlement_accounts,
     _statements,
     _verification,
     _withdrawals,
@@ -123,6 +133,7 @@ from wallet_server.services._movement_groups import *  # noqa: F403
 from wallet_server.services._orders import *  # noqa: F403
 from wallet_server.services._promotions import *  # noqa: F403
 from wallet_server.services._reversals import *  # noqa: F403
+from wallet_server.services._settlement_accounts import *  # noqa: F403
 from wallet_server.services._statements import *  # noqa: F403
 from wallet_server.services._verification import *  # noqa: F403
 from wallet_server.services._withdrawals import *  # noqa: F403
@@ -133,6 +144,7 @@ __all__ += _exchange.__all__
 __all__ += _orders.__all__
 __all__ += _promotions.__all__
 __all__ += _reversals.__all__
+__all__ += _settlement_accounts.__all__
 __all__ += _statements.__all__
 __all__ += _movement_groups.__all__
 __all__ += _verification.__all__

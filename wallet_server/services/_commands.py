@@ -65,6 +65,13 @@ class ListAccounts:
 
 
 @dataclass(frozen=True, slots=True)
+class ListSettlementAccounts:
+    caller: PartnerPrincipal
+    page_size: int
+    after_currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Transfer:
     caller: UserPrincipal
     request_id: UUID

@@ -26,6 +26,12 @@ class AccountPage:
 
 
 @dataclass(frozen=True, slots=True)
+class SettlementAccountPage:
+    accounts: tuple[Account, ...]
+    next_after_currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionPage:
     transactions: tuple[Transaction, ...]
     next_before_seq: int | None

@@ -165,6 +165,16 @@ def decode_sequence_token(token: str, scope: str) -> int | None:
     return position
 
 
+def decode_text_token(token: str, scope: str) -> str | None:
+    """A token whose position is a short text key of the last item seen (a currency code)."""
+    position = decode_page_token(token, scope)
+    if position is None:
+        return None
+    if type(position) is not str or not 0 < len(position) <= 16:
+        raise _bad_token()
+    return position
+
+
 def decode_keyset_token(token: str, scope: str) -> tuple[datetime, UUID] | None:
     """A token whose position is (time, id) of the last item seen."""
     position = decode_page_token(token, scope)

@@ -286,7 +286,7 @@ def create_server(
     # UNIMPLEMENTED (with ErrorInfo) through the base class at run time.
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(deps), server)  # type: ignore[abstract]
     wallet_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(deps), server)  # type: ignore[abstract]
-    partner_pb2_grpc.add_PartnerServiceServicer_to_server(PartnerServicer(deps), server)  # type: ignore[abstract]
+    partner_pb2_grpc.add_PartnerServiceServicer_to_server(PartnerServicer(deps), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(deps), server)  # type: ignore[abstract]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

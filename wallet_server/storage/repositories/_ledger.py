@@ -193,6 +193,31 @@ _LOCK_ACCOUNTS = text(
     """
 )
 
+# A partner's settlement accounts with their balances as of now: the row plus the changes
+# appended since the last fold (the fold moves changes into the row in one transaction, so one
+# snapshot sees each change exactly once).
+_SETTLEMENT_ACCOUNTS = text(
+    """
+    WITH mine AS (
+        SELECT * FROM accounts
+        WHERE kind = 'settlement' AND partner_id = :partner_id
+            AND (CAST(:after AS text) IS NULL OR currency > CAST(:after AS text))
+        ORDER BY currency
+        LIMIT :limit
+    ),
+    unfolded AS (
+        SELECT d.account_id, sum(d.amount) AS amount
+        FROM balance_deltas AS d JOIN mine USING (account_id)
+        GROUP BY d.account_id
+    )
+    SELECT m.account_id, m.kind, m.currency, m.owner_user_id, m.partner_id,
+        (m.posted + COALESCE(u.amount, 0))::bigint AS posted, m.pending_out, m.frozen,
+        m.created_at
+    FROM mine AS m LEFT JOIN unfolded AS u USING (account_id)
+    ORDER BY m.currency
+    """
+)
+
 _FOLD_LOCK = 7746288  # one folder at a time: folders update accounts in no fixed order
 
 # The oldest appended changes, removed and added to their accounts, in one statement.
@@ -309,6 +334,16 @@ class LedgerRepository:
             )
         stmt = stmt.order_by(accounts.c.created_at, accounts.c.account_id).limit(limit)
         return [_account(row) for row in await self._conn.execute(stmt)]
+
+    async def list_settlement_accounts(
+        self, partner_id: UUID, *, after: str | None, limit: int
+    ) -> list[Account]:
+        """The partner's settlement accounts after currency ``after``, by currency, with
+        balances that include the appended changes not folded yet."""
+        found = await self._conn.execute(
+            _SETTLEMENT_ACCOUNTS, {"partner_id": partner_id, "after": after, "limit": limit}
+        )
+        return [_account(row) for row in found]
 
     async def user_account_in_currency(self, owner_user_id: UUID, currency: str) -> UUID | None:
         """The user's first-opened account in ``currency``: where payments to them land."""

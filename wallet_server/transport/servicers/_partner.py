@@ -9,8 +9,12 @@ from wallet.v1 import partner_pb2, partner_pb2_grpc
 
 from wallet_server import services
 from wallet_server.transport._mapping import (
+    account_to_proto,
     collect,
+    decode_text_token,
+    encode_page_token,
     parse_amount,
+    parse_page_size,
     parse_request_id,
     parse_text,
     parse_uuid,
@@ -52,3 +56,25 @@ class PartnerServicer(
         )
         tx = await self._deps.movements.deposit(services.Deposit(caller=partner_caller(), **parsed))
         return partner_pb2.DepositResponse(transaction=transaction_to_proto(tx))
+
+    async def ListSettlementAccounts(
+        self, request: partner_pb2.ListSettlementAccountsRequest, context: Context
+    ) -> partner_pb2.ListSettlementAccountsResponse:
+        caller = partner_caller()
+        scope = f"settlement:{caller.partner_id}"
+        page_size = parse_page_size(request.page_size)
+        after = decode_text_token(request.page_token, scope)
+        page = await services.list_settlement_accounts(
+            services.ListSettlementAccounts(
+                caller=caller, page_size=page_size, after_currency=after
+            ),
+            self._deps.uow(),
+        )
+        token = (
+            ""
+            if page.next_after_currency is None
+            else encode_page_token(scope, page.next_after_currency)
+        )
+        return partner_pb2.ListSettlementAccountsResponse(
+            accounts=[account_to_proto(a) for a in page.accounts], next_page_token=token
+        )
