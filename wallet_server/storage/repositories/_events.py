@@ -24,13 +24,12 @@ SEQUENCER_BUSY = -1  # another server is numbering right now
 # The rows are picked into an array first and updated by primary key: as a join on the
 # unsequenced rows, statistics taken while none were waiting (estimate: 1 row) made the
 # planner rescan the pick once per waiting row, quadratic in the backlog (minutes at 50k).
-_SEQUENCE = text(
-    """
+_SEQUENCE = """
     WITH todo AS (
         SELECT t.event_id, base.top + t.n AS sequence
         FROM unnest(ARRAY(
                 SELECT event_id FROM outbox WHERE sequence IS NULL
-                ORDER BY event_id LIMIT :batch
+                ORDER BY event_id LIMIT %(batch)s
             )) WITH ORDINALITY AS t(event_id, n),
             (SELECT coalesce(max(sequence), 0) AS top FROM outbox) AS base
     ),
@@ -42,10 +41,9 @@ _SEQUENCE = text(
     ),
     top AS (SELECT max(sequence) AS top FROM numbered)
     -- The notification goes out when the numbers commit; readers wake for the new top.
-    SELECT top.top, CASE WHEN top.top IS NOT NULL THEN pg_notify(:channel, top.top::text) END
+    SELECT top.top, CASE WHEN top.top IS NOT NULL THEN pg_notify(%(channel)s, top.top::text) END
     FROM top
     """
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +76,15 @@ class EventRepository:
         One sequencer at a time across all servers (a transaction-scoped advisory lock);
         a server that does not get the lock leaves the work to the one that has it.
         """
-        held = await self._conn.execute(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _SEQUENCER_LOCK}
-        )
-        if not held.scalar_one():
+        # On the driver connection: this runs after nearly every commit under load, and the
+        # SQL toolkit's work per statement would cost more than the statements themselves.
+        driver: Any = (await self._conn.get_raw_connection()).driver_connection
+        held = await driver.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SEQUENCER_LOCK,))
+        row = await held.fetchone()
+        if not row[0]:
             return SEQUENCER_BUSY
-        result = await self._conn.execute(_SEQUENCE, {"batch": batch, "channel": EVENTS_CHANNEL})
-        top = result.scalar_one()
+        result = await driver.execute(_SEQUENCE, {"batch": batch, "channel": EVENTS_CHANNEL})
+        top = (await result.fetchone())[0]
         return None if top is None else int(top)
 
     async def top_sequence(self) -> int:
