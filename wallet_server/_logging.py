@@ -9,10 +9,16 @@ from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
+    """One object per record: time, level, logger, then the record's own fields. Fields come
+    from ``extra={"fields": {...}}`` (encoded once: the per-call line uses it), else from a
+    message that is a JSON object, else the message text goes under "message"."""
+
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        fields = getattr(record, "fields", None)
         payload: dict[str, object]
-        if message.startswith("{"):
+        if isinstance(fields, dict):
+            payload = fields
+        elif (message := record.getMessage()).startswith("{"):
             try:
                 payload = dict(json.loads(message))
             except ValueError:

@@ -9,7 +9,6 @@ Services outside ``wallet.v1`` (health, reflection) pass through untouched.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,19 +84,16 @@ class LoggingInterceptor:
             return await proceed(call)
         finally:
             if _log.isEnabledFor(logging.INFO):
-                _log.info(
-                    json.dumps(
-                        {
-                            "event": "rpc",
-                            "method": call.method,
-                            "principal": call.record.principal,
-                            "code": call.code,
-                            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                            "request_id": call.record.request_id,
-                            "peer": call.record.peer,
-                        }
-                    )
-                )
+                fields = {
+                    "event": "rpc",
+                    "method": call.method,
+                    "principal": call.record.principal,
+                    "code": call.code,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "request_id": call.record.request_id,
+                    "peer": call.record.peer,
+                }
+                _log.info("rpc", extra={"fields": fields})
 
 
 class AuditInterceptor:
