@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from collections.abc import Awaitable
 
@@ -312,33 +314,56 @@ async def test_settlement_accounts_list_by_currency_with_what_deposits_took(
         await wallet.deposit(accounts[currency], amount, currency)
 
     seen: list[tuple[str, int, int]] = []
-    token = ""
-    while True:
+    tokens: list[str] = []
+    for _ in range(3):  # bounded: a token that led nowhere new would fail, not loop
         page = await wallet.partner.ListSettlementAccounts(
-            partner_pb2.ListSettlementAccountsRequest(page_size=2, page_token=token)
+            partner_pb2.ListSettlementAccountsRequest(
+                page_size=2, page_token=tokens[-1] if tokens else ""
+            )
         )
         assert len(page.accounts) <= 2
         seen += [
             (a.currency_code, a.posted.amount_minor, a.available.amount_minor)
             for a in page.accounts
         ]
-        token = page.next_page_token
-        if not token:
+        if not page.next_page_token:
             break
+        tokens.append(page.next_page_token)
     assert seen == [("EUR", -70, -70), ("JPY", -30, -30), ("USD", -525, -525)]
+    assert len(tokens) == 1
 
-    # Tokens belong to this listing: one from another listing, or made up, is refused.
+    # Tokens belong to this listing and this partner. The format is plain base64 JSON, so a
+    # caller can forge one: another partner's scope, or a position that is no currency,
+    # is refused like a token from another listing or none at all.
+    def forged(**changes: object) -> str:
+        data = json.loads(base64.urlsafe_b64decode(tokens[0] + "=" * (-len(tokens[0]) % 4)))
+        raw = json.dumps({**data, **changes}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
     other = await wallet.wallet.ListAccounts(
         wallet_pb2.ListAccountsRequest(page_size=1), metadata=alice
     )
-    for bad in (other.next_page_token, "not-a-token"):
+    bad_tokens = (
+        other.next_page_token,
+        "not-a-token",
+        forged(s=f"settlement:{uuid.uuid4()}"),
+        forged(p="\u0000"),
+        forged(p="\ud800"),
+        forged(p="ZZZ"),
+    )
+    for bad in bad_tokens:
         with pytest.raises(aio.AioRpcError) as caught:
             await wallet.partner.ListSettlementAccounts(
                 partner_pb2.ListSettlementAccountsRequest(page_token=bad)
             )
         err = rich_error(caught.value)
-        assert err.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert err.code is grpc.StatusCode.INVALID_ARGUMENT, bad
         assert "page_token" in err.violations
+    # The same content, re-encoded, still continues the listing.
+    page = await wallet.partner.ListSettlementAccounts(
+        partner_pb2.ListSettlementAccountsRequest(page_size=2, page_token=forged())
+    )
+    assert [a.currency_code for a in page.accounts] == ["USD"]
 
 
 async def test_accounts_list_in_pages_and_one_account_per_currency(wallet: Wallet) -> None:

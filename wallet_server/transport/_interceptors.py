@@ -93,7 +93,14 @@ class LoggingInterceptor:
                     "request_id": call.record.request_id,
                     "peer": call.record.peer,
                 }
-                _log.info("rpc", extra={"fields": fields})
+                # Readable for handlers other than ours (tests, embedders); ours logs the fields.
+                _log.info(
+                    "%s %s %.3f ms",
+                    call.method,
+                    call.code,
+                    fields["latency_ms"],
+                    extra={"fields": fields},
+                )
 
 
 class AuditInterceptor:

@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 from wallet.v1 import ledger_pb2
 
 from wallet_server.domain import (
+    CURRENCY_EXPONENTS,
     Account,
     EventType,
     FieldViolation,
@@ -165,12 +166,12 @@ def decode_sequence_token(token: str, scope: str) -> int | None:
     return position
 
 
-def decode_text_token(token: str, scope: str) -> str | None:
-    """A token whose position is a short text key of the last item seen (a currency code)."""
+def decode_currency_token(token: str, scope: str) -> str | None:
+    """A token whose position is the currency code of the last item seen."""
     position = decode_page_token(token, scope)
     if position is None:
         return None
-    if type(position) is not str or not 0 < len(position) <= 16:
+    if type(position) is not str or position not in CURRENCY_EXPONENTS:
         raise _bad_token()
     return position
 

@@ -11,7 +11,7 @@ from wallet_server import services
 from wallet_server.transport._mapping import (
     account_to_proto,
     collect,
-    decode_text_token,
+    decode_currency_token,
     encode_page_token,
     parse_amount,
     parse_page_size,
@@ -63,7 +63,7 @@ class PartnerServicer(
         caller = partner_caller()
         scope = f"settlement:{caller.partner_id}"
         page_size = parse_page_size(request.page_size)
-        after = decode_text_token(request.page_token, scope)
+        after = decode_currency_token(request.page_token, scope)
         page = await services.list_settlement_accounts(
             services.ListSettlementAccounts(
                 caller=caller, page_size=page_size, after_currency=after
