@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
@@ -67,22 +68,27 @@ class UnitOfWork:
         self.clock = clock
         self.new_id = new_id
         self._conn: AsyncConnection | None = None
+        self._driver: Any = None
         self._tx: AsyncTransaction | None = None
 
     async def __aenter__(self) -> UnitOfWork:
         conn = await self._engine.connect()
         try:
             self._tx = await conn.begin()
+            # The psycopg connection beneath, in the same transaction: the statements of
+            # every money call go to it directly (see storage/_driver.py).
+            driver = (await conn.get_raw_connection()).driver_connection
         except BaseException:
             await conn.close()
             raise
         self._conn = conn
+        self._driver = driver
         self.users = UserRepository(conn)
         self.principals = PrincipalRepository(conn)
-        self.ledger = LedgerRepository(conn)
-        self.idempotency = IdempotencyRepository(conn)
-        self.audit = AuditRepository(conn)
-        self.events = EventRepository(conn)
+        self.ledger = LedgerRepository(conn, driver)
+        self.idempotency = IdempotencyRepository(conn, driver)
+        self.audit = AuditRepository(conn, driver)
+        self.events = EventRepository(conn, driver)
         self.withdrawals = WithdrawalRepository(conn)
         self.orders = OrderRepository(conn)
         self.exchange = ExchangeRepository(conn)
@@ -98,7 +104,7 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         conn, tx = self._conn, self._tx
-        self._conn = self._tx = None
+        self._conn = self._tx = self._driver = None
         if conn is None:
             return
         try:
@@ -117,17 +123,22 @@ class UnitOfWork:
             raise RuntimeError("unit of work used outside 'async with'")
         return self._conn
 
+    @property
+    def driver(self) -> Any:
+        """The psycopg connection beneath :attr:`connection`, in the same transaction."""
+        if self._driver is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._driver
+
     async def movement_groups(self) -> MovementGroupRepository:
         """Set-based reads and writes for transfer groups, on this transaction's driver
         connection (the hot path skips the SQL toolkit's per-statement work)."""
-        raw = await self.connection.get_raw_connection()
-        return MovementGroupRepository(raw.driver_connection)
+        return MovementGroupRepository(self.driver)
 
     async def batches(self) -> BatchRepository:
         """Set-based claims and writes for a partner's batch, on this transaction's driver
         connection, like :meth:`movement_groups`."""
-        raw = await self.connection.get_raw_connection()
-        return BatchRepository(raw.driver_connection)
+        return BatchRepository(self.driver)
 
     def savepoint(self) -> AsyncTransaction:
         """``async with uow.savepoint():`` undoes only the block's writes if it raises."""

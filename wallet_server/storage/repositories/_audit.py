@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wallet_server.storage._driver import driver_sql
 from wallet_server.storage._tables import audit_log
 
 
@@ -41,17 +42,29 @@ class AuditEntry:
     hash: bytes | None
 
 
+# Every committing call writes one; a call whose commit already wrote its row keeps it.
+_APPEND = """
+    INSERT INTO audit_log (call_id, occurred_at, principal, method, resource_ids, code,
+        latency_us, peer, request_id)
+    VALUES (:call_id, :occurred_at, :principal, :method, :resource_ids, :code, :latency_us,
+        :peer, :request_id)
+    ON CONFLICT (call_id) DO NOTHING
+"""
+
+
 class AuditRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """``append`` runs on the driver connection (every committing call makes one);
+    ``driver`` is the psycopg connection beneath ``conn``, in the same transaction."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
         self._conn = conn
+        self._driver = driver
 
     async def append(self, entries: Sequence[NewAuditEntry]) -> None:
         """Add rows; a call that already has its row (its commit went through) keeps it."""
-        if not entries:
-            return
-        await self._conn.execute(
-            pg_insert(audit_log).on_conflict_do_nothing(index_elements=[audit_log.c.call_id]),
-            [
+        for e in entries:
+            await self._driver.execute(
+                driver_sql(_APPEND),
                 {
                     "call_id": e.call_id,
                     "occurred_at": e.occurred_at,
@@ -62,10 +75,8 @@ class AuditRepository:
                     "latency_us": e.latency_us,
                     "peer": e.peer,
                     "request_id": e.request_id,
-                }
-                for e in entries
-            ],
-        )
+                },
+            )
 
     async def page(self, *, before_seq: int | None, limit: int) -> list[AuditEntry]:
         """Newest first."""

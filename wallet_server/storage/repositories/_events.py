@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Text, cast, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.storage._tables import outbox
+from wallet_server.storage.repositories._bulk import APPEND_EVENTS, event_params, with_statement
 
 EVENTS_CHANNEL = "wallet_events"  # NOTIFY payload: the highest sequence now readable
 
@@ -55,19 +56,21 @@ class StoredEvent:
 
 
 class EventRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """Appending and numbering run on the driver connection (every money call appends, and
+    numbering follows nearly every commit); ``driver`` is the psycopg connection beneath
+    ``conn``, in the same transaction."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
         self._conn = conn
+        self._driver = driver
 
     async def append(self, rows: Sequence[tuple[str, UUID | None, Sequence[UUID], Any]]) -> None:
-        """Rows of (type, partner_id, account_ids, payload)."""
+        """Rows of (type, partner_id, account_ids, payload), in one statement, in order."""
         if not rows:
             return
-        await self._conn.execute(
-            pg_insert(outbox),
-            [
-                {"type": t, "partner_id": p, "account_ids": list(a), "payload": payload}
-                for t, p, a, payload in rows
-            ],
+        await self._driver.execute(
+            with_statement(APPEND_EVENTS),
+            event_params([(t, p, a, json.dumps(payload)) for t, p, a, payload in rows]),
         )
 
     async def number_committed(self, batch: int = 5000) -> int | None:
@@ -76,9 +79,7 @@ class EventRepository:
         One sequencer at a time across all servers (a transaction-scoped advisory lock);
         a server that does not get the lock leaves the work to the one that has it.
         """
-        # On the driver connection: this runs after nearly every commit under load, and the
-        # SQL toolkit's work per statement would cost more than the statements themselves.
-        driver: Any = (await self._conn.get_raw_connection()).driver_connection
+        driver = self._driver
         held = await driver.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SEQUENCER_LOCK,))
         row = await held.fetchone()
         if not row[0]:

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from psycopg.types.json import Jsonb
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wallet_server.storage._driver import driver_sql, fetch_rows
 from wallet_server.storage._tables import idempotency_keys
 
 
@@ -21,9 +22,31 @@ class StoredResponse:
     response: Any
 
 
+_CLAIM = """
+    INSERT INTO idempotency_keys (principal, request_id, method, fingerprint)
+    VALUES (:principal, :request_id, :method, :fingerprint)
+    ON CONFLICT DO NOTHING
+    RETURNING request_id
+"""
+
+_READ = """
+    SELECT method, fingerprint, response FROM idempotency_keys
+    WHERE principal = :principal AND request_id = :request_id
+"""
+
+_STORE = """
+    UPDATE idempotency_keys SET response = :response
+    WHERE principal = :principal AND request_id = :request_id
+"""
+
+
 class IdempotencyRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """Claims and responses run on the driver connection (every mutating call makes them);
+    ``driver`` is the psycopg connection beneath ``conn``, in the same transaction."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
         self._conn = conn
+        self._driver = driver
 
     async def claim(
         self, *, principal: str, request_id: UUID, method: str, fingerprint: bytes
@@ -33,45 +56,24 @@ class IdempotencyRepository:
         A concurrent call with the same key waits on the unique index until the first one
         commits (then sees its record) or rolls back (then claims the key itself).
         """
+        key = {"principal": principal, "request_id": request_id}
         for _ in range(3):
-            inserted = await self._conn.execute(
-                pg_insert(idempotency_keys)
-                .values(
-                    principal=principal,
-                    request_id=request_id,
-                    method=method,
-                    fingerprint=fingerprint,
-                )
-                .on_conflict_do_nothing()
-                .returning(idempotency_keys.c.request_id)
+            inserted = await fetch_rows(
+                self._driver, _CLAIM, {**key, "method": method, "fingerprint": fingerprint}
             )
-            if inserted.first() is not None:
+            if inserted:
                 return None
-            row = (
-                await self._conn.execute(
-                    select(
-                        idempotency_keys.c.method,
-                        idempotency_keys.c.fingerprint,
-                        idempotency_keys.c.response,
-                    ).where(
-                        idempotency_keys.c.principal == principal,
-                        idempotency_keys.c.request_id == request_id,
-                    )
-                )
-            ).first()
-            if row is not None:
+            found = await fetch_rows(self._driver, _READ, key)
+            if found:
+                row = found[0]
                 return StoredResponse(row.method, bytes(row.fingerprint), row.response)
             # Purged between the two statements: claim it afresh.
         raise RuntimeError("idempotency key neither insertable nor readable")
 
     async def store_response(self, *, principal: str, request_id: UUID, response: Any) -> None:
-        await self._conn.execute(
-            update(idempotency_keys)
-            .where(
-                idempotency_keys.c.principal == principal,
-                idempotency_keys.c.request_id == request_id,
-            )
-            .values(response=response)
+        await self._driver.execute(
+            driver_sql(_STORE),
+            {"principal": principal, "request_id": request_id, "response": Jsonb(response)},
         )
 
     async def purge_older_than(self, cutoff: datetime) -> int:

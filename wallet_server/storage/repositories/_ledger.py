@@ -21,6 +21,7 @@ from wallet_server.domain import (
     TransactionKind,
     TransactionStatus,
 )
+from wallet_server.storage._driver import driver_sql, fetch_rows
 from wallet_server.storage._tables import accounts, postings, transactions
 
 
@@ -109,8 +110,7 @@ _LEGS_AND_BALANCES = f"""
 """
 
 # Insert a transaction with its legs and balance changes: one round trip.
-_RECORD = text(
-    f"""
+_RECORD = f"""
     WITH tx AS (
         INSERT INTO transactions ({_TX_COLUMNS})
         VALUES (:transaction_id, :kind, :status, :currency, :amount, :from_account_id,
@@ -121,11 +121,9 @@ _RECORD = text(
     ),
     {_LEGS_AND_BALANCES}
     """
-)
 
 # Move a pending transaction to its final status, with its legs and balance changes.
-_SETTLE = text(
-    f"""
+_SETTLE = f"""
     WITH tx AS (
         UPDATE transactions
         SET status = :status, posted_at = :posted_at, status_message = :status_message,
@@ -135,7 +133,6 @@ _SETTLE = text(
     ),
     {_LEGS_AND_BALANCES}
     """
-)
 
 
 # Many transactions with their legs and balance changes in one statement (a partner batch).
@@ -180,8 +177,7 @@ _RECORD_MANY = text(
 )
 
 
-_LOCK_ACCOUNTS = text(
-    """
+_LOCK_ACCOUNTS = """
     SELECT * FROM (
         SELECT * FROM accounts
         WHERE account_id = ANY(CAST(:ids AS uuid[])) AND kind = 'user'
@@ -191,7 +187,25 @@ _LOCK_ACCOUNTS = text(
     UNION ALL
     SELECT * FROM accounts WHERE account_id = ANY(CAST(:ids AS uuid[])) AND kind <> 'user'
     """
-)
+
+_GET_ACCOUNT = "SELECT * FROM accounts WHERE account_id = :account_id"
+
+# The one system account of a kind, currency and partner, or of the house (no partner).
+# "kind <> 'user'" lets even a generic plan use the partial unique index on system accounts.
+_SYSTEM_ACCOUNT = """
+    SELECT account_id FROM accounts
+    WHERE kind <> 'user' AND kind = :kind AND currency = :currency AND partner_id = :partner_id
+"""
+_HOUSE_ACCOUNT = """
+    SELECT account_id FROM accounts
+    WHERE kind <> 'user' AND kind = :kind AND currency = :currency AND partner_id IS NULL
+"""
+
+_ADD_SYSTEM_ACCOUNT = """
+    INSERT INTO accounts (account_id, kind, currency, partner_id)
+    VALUES (:account_id, :kind, :currency, :partner_id)
+    ON CONFLICT DO NOTHING
+"""
 
 # A partner's settlement accounts with their balances as of now: the row plus the changes
 # appended since the last fold (the fold moves changes into the row in one transaction, so one
@@ -261,8 +275,13 @@ def _balance_params(
 
 
 class LedgerRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """The statements of every money call (read, lock, record, settle) run on the driver
+    connection; ``driver`` is the psycopg connection beneath ``conn``, in the same
+    transaction."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
         self._conn = conn
+        self._driver = driver
 
     async def add_user_account(
         self, *, account_id: UUID, owner_user_id: UUID, currency: str, now: datetime
@@ -296,31 +315,21 @@ class LedgerRepository:
 
         Looked up before any insert: an insert that meets the existing row in the unique
         index would wait for whichever transaction is updating that row."""
-        query = select(accounts.c.account_id).where(
-            accounts.c.kind == kind.value,
-            accounts.c.currency == currency,
-            accounts.c.partner_id.is_(None)
-            if partner_id is None
-            else accounts.c.partner_id == partner_id,
-        )
-        existing: UUID | None = (await self._conn.execute(query)).scalar_one_or_none()
-        if existing is not None:
+        key = {"kind": kind.value, "currency": currency, "partner_id": partner_id}
+        lookup = _HOUSE_ACCOUNT if partner_id is None else _SYSTEM_ACCOUNT
+        found = await fetch_rows(self._driver, lookup, key)
+        if found:
+            existing: UUID = found[0].account_id
             return existing
-        await self._conn.execute(
-            pg_insert(accounts)
-            .values(
-                account_id=account_id, kind=kind.value, currency=currency, partner_id=partner_id
-            )
-            .on_conflict_do_nothing()
+        await self._driver.execute(
+            driver_sql(_ADD_SYSTEM_ACCOUNT), {**key, "account_id": account_id}
         )
-        created: UUID = (await self._conn.execute(query)).scalar_one()
+        created: UUID = (await fetch_rows(self._driver, lookup, key))[0].account_id
         return created
 
     async def get_account(self, account_id: UUID) -> Account | None:
-        row = (
-            await self._conn.execute(select(accounts).where(accounts.c.account_id == account_id))
-        ).first()
-        return None if row is None else _account(row)
+        found = await fetch_rows(self._driver, _GET_ACCOUNT, {"account_id": account_id})
+        return _account(found[0]) if found else None
 
     async def list_user_accounts(
         self, owner_user_id: UUID, *, after: tuple[datetime, UUID] | None, limit: int
@@ -363,8 +372,8 @@ class LedgerRepository:
         about them is decided under a lock, and their balance changes are appended to
         ``balance_deltas`` rather than written to their row. Their ``posted`` here leaves
         out deltas not folded yet."""
-        result = await self._conn.execute(_LOCK_ACCOUNTS, {"ids": sorted(set(account_ids))})
-        return {row.account_id: _account(row) for row in result}
+        found = await fetch_rows(self._driver, _LOCK_ACCOUNTS, {"ids": sorted(set(account_ids))})
+        return {row.account_id: _account(row) for row in found}
 
     async def fold_balance_deltas(self, *, limit: int) -> int | None:
         """Fold up to ``limit`` appended system-account changes into their accounts' rows;
@@ -382,7 +391,8 @@ class LedgerRepository:
     ) -> dict[UUID, Account]:
         """Write ``tx`` (any status) with its legs; apply the legs to ``posted`` and ``holds``
         (account → change of ``pending_out``). Returns the changed accounts as they are now."""
-        result = await self._conn.execute(
+        found = await fetch_rows(
+            self._driver,
             _RECORD,
             {
                 "transaction_id": tx.transaction_id,
@@ -409,7 +419,7 @@ class LedgerRepository:
                 **_balance_params(tx.postings, tx.amount.currency, holds or {}),
             },
         )
-        return {row.account_id: _account(row) for row in result}
+        return {row.account_id: _account(row) for row in found}
 
     async def record_posted(self, tx: Transaction, *, initiator: str) -> dict[UUID, Account]:
         return await self.record(tx, initiator=initiator)
@@ -474,7 +484,8 @@ class LedgerRepository:
     ) -> dict[UUID, Account]:
         """Record the new status of a pending ``tx`` (already decided by the domain), add its
         ``legs`` and apply ``holds`` (negative: released). Returns the changed accounts."""
-        result = await self._conn.execute(
+        found = await fetch_rows(
+            self._driver,
             _SETTLE,
             {
                 "transaction_id": tx.transaction_id,
@@ -486,7 +497,7 @@ class LedgerRepository:
                 **_balance_params(legs, tx.amount.currency, holds),
             },
         )
-        return {row.account_id: _account(row) for row in result}
+        return {row.account_id: _account(row) for row in found}
 
     async def lock_transaction(self, transaction_id: UUID) -> Transaction | None:
         """The transaction, its row locked until the end of the unit of work."""
