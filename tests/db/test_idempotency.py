@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from datetime import timedelta
 from uuid import uuid4
@@ -15,7 +16,8 @@ from tests.db.conftest import Ledger
 from tests.db.test_transfers import transfer_cmd
 from tests.ledger_checks import count, ledger_violations
 from wallet_server import services
-from wallet_server.domain import FailedPrecondition, Reason
+from wallet_server.domain import AccountKind, FailedPrecondition, Reason
+from wallet_server.services._idempotency import run_once
 
 
 async def test_replay_returns_the_original_transaction_and_moves_money_once(
@@ -132,3 +134,42 @@ async def test_records_older_than_the_retention_are_purged_and_newer_ones_kept(
 
     assert removed == 1
     assert await count(clean_db, "SELECT count(*) FROM idempotency_keys") == 1
+
+
+async def test_a_refused_call_keeps_its_refusal_and_none_of_its_writes(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    """Writes made before a refusal are undone by the call's savepoint; the claim and the
+    remembered refusal commit; a retry replays the refusal without running again."""
+    alice = await ledger.user("alice")
+    cmd = services.OpenAccount(caller=alice, request_id=uuid4(), currency="CHF")
+    runs = 0
+
+    async def write_then_refuse(unit: services.UnitOfWork) -> None:
+        nonlocal runs
+        runs += 1
+        await unit.ledger.ensure_system_account(
+            account_id=uuid4(), kind=AccountKind.FEES, currency="CHF"
+        )
+        await unit.events.append([("test.event", None, [], {"n": runs})])
+        raise FailedPrecondition("refused after writing", reason=Reason.INSUFFICIENT_FUNDS)
+
+    for _ in range(2):
+        unit = uow()
+        async with unit:
+            with pytest.raises(FailedPrecondition, match="refused after writing"):
+                await run_once(
+                    unit,
+                    principal=alice.key,
+                    request_id=cmd.request_id,
+                    method="OpenAccount",
+                    command=cmd,
+                    result_type=type(None),
+                    execute=functools.partial(write_then_refuse, unit),
+                )
+
+    assert runs == 1
+    assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 0
+    assert await count(clean_db, "SELECT count(*) FROM outbox WHERE type = 'test.event'") == 0
+    stored = "SELECT count(*) FROM idempotency_keys WHERE response -> 'error' IS NOT NULL"
+    assert await count(clean_db, stored) == 1

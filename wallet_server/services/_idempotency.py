@@ -74,7 +74,8 @@ async def run_once(
             raise outcome
         return outcome
     try:
-        async with uow.savepoint():
+        # The claim above has started the transaction: this is a savepoint within it.
+        async with uow.driver_savepoint():
             result = await execute()
     except REMEMBERED_ERRORS as exc:
         await uow.idempotency.store_response(

@@ -90,7 +90,7 @@ class UnitOfWork:
         self.audit = AuditRepository(conn, driver)
         self.events = EventRepository(conn, driver)
         self.withdrawals = WithdrawalRepository(conn)
-        self.orders = OrderRepository(conn)
+        self.orders = OrderRepository(conn, driver)
         self.exchange = ExchangeRepository(conn)
         self.promotions = PromotionRepository(conn)
         self.verification = VerificationRepository(conn)
@@ -141,8 +141,16 @@ class UnitOfWork:
         return BatchRepository(self.driver)
 
     def savepoint(self) -> AsyncTransaction:
-        """``async with uow.savepoint():`` undoes only the block's writes if it raises."""
+        """``async with uow.savepoint():`` undoes only the block's writes if it raises;
+        ``rollback()`` on what it yields undoes them on request."""
         return self.connection.begin_nested()
+
+    def driver_savepoint(self) -> Any:
+        """``async with uow.driver_savepoint():`` undoes only the block's writes if it raises,
+        with its SAVEPOINT and RELEASE sent on the driver connection (cheaper than
+        :meth:`savepoint`; no rollback on request). Only inside a transaction that has run a
+        statement, so the driver nests it rather than opening one."""
+        return self.driver.transaction()
 
     async def commit(self, *, code: str = "OK") -> None:
         """Commit, with the current call's audit row (outcome ``code``) in the same transaction."""

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.domain import Money, Order, OrderStatus
+from wallet_server.storage._driver import driver_sql, fetch_rows
 from wallet_server.storage._tables import orders, partners
 
 
@@ -37,23 +38,50 @@ def _with_merchant() -> Select[Any]:
     )
 
 
+_ADD = """
+    INSERT INTO orders (order_id, partner_id, currency, amount, description, merchant_reference,
+        status, created_at, expires_at)
+    VALUES (:order_id, :partner_id, :currency, :amount, :description, :merchant_reference,
+        :status, :created_at, :expires_at)
+"""
+
+_LOCK = """
+    SELECT o.*, p.name AS merchant_name
+    FROM orders AS o JOIN partners AS p ON p.partner_id = o.partner_id
+    WHERE o.order_id = :order_id
+    FOR UPDATE OF o
+"""
+
+_SAVE = """
+    UPDATE orders
+    SET status = :status, paid_at = :paid_at, payer_account_id = :payer_account_id,
+        payment_transaction_id = :payment_transaction_id, refunded_amount = :refunded_amount
+    WHERE order_id = :order_id
+"""
+
+
 class OrderRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """Creating, locking and saving an order (every order and payment call) run on the
+    driver connection; ``driver`` is the psycopg connection beneath ``conn``."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
         self._conn = conn
+        self._driver = driver
 
     async def add(self, order: Order) -> None:
-        await self._conn.execute(
-            orders.insert().values(
-                order_id=order.order_id,
-                partner_id=order.partner_id,
-                currency=order.amount.currency,
-                amount=order.amount.amount_minor,
-                description=order.description,
-                merchant_reference=order.merchant_reference,
-                status=order.status.value,
-                created_at=order.created_at,
-                expires_at=order.expires_at,
-            )
+        await self._driver.execute(
+            driver_sql(_ADD),
+            {
+                "order_id": order.order_id,
+                "partner_id": order.partner_id,
+                "currency": order.amount.currency,
+                "amount": order.amount.amount_minor,
+                "description": order.description,
+                "merchant_reference": order.merchant_reference,
+                "status": order.status.value,
+                "created_at": order.created_at,
+                "expires_at": order.expires_at,
+            },
         )
 
     async def get(self, order_id: UUID) -> Order | None:
@@ -64,25 +92,21 @@ class OrderRepository:
 
     async def lock(self, order_id: UUID) -> Order | None:
         """The order, its row locked until the end of the unit of work."""
-        row = (
-            await self._conn.execute(
-                _with_merchant().where(orders.c.order_id == order_id).with_for_update(of=orders)
-            )
-        ).first()
-        return None if row is None else _order(row)
+        found = await fetch_rows(self._driver, _LOCK, {"order_id": order_id})
+        return _order(found[0]) if found else None
 
     async def save(self, order: Order) -> None:
         """Store the order's lifecycle fields (status, payment, refunds) as the domain decided."""
-        await self._conn.execute(
-            update(orders)
-            .where(orders.c.order_id == order.order_id)
-            .values(
-                status=order.status.value,
-                paid_at=order.paid_at,
-                payer_account_id=order.payer_account_id,
-                payment_transaction_id=order.payment_transaction_id,
-                refunded_amount=order.refunded_minor,
-            )
+        await self._driver.execute(
+            driver_sql(_SAVE),
+            {
+                "order_id": order.order_id,
+                "status": order.status.value,
+                "paid_at": order.paid_at,
+                "payer_account_id": order.payer_account_id,
+                "payment_transaction_id": order.payment_transaction_id,
+                "refunded_amount": order.refunded_minor,
+            },
         )
 
     async def lock_due_for_expiry(self, now: datetime, *, limit: int) -> list[Order]:
