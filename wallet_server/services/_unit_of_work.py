@@ -92,7 +92,7 @@ class UnitOfWork:
         self.withdrawals = WithdrawalRepository(conn)
         self.orders = OrderRepository(conn, driver)
         self.exchange = ExchangeRepository(conn)
-        self.promotions = PromotionRepository(conn)
+        self.promotions = PromotionRepository(conn, driver)
         self.verification = VerificationRepository(conn)
         self.statements = StatementRepository(conn)
         return self

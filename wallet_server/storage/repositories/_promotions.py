@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, any_, func, literal, or_, select, update
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.domain import Money, Promotion
+from wallet_server.storage._driver import driver_sql, fetch_rows
 from wallet_server.storage._tables import partners, promotions
 
 
@@ -37,9 +37,35 @@ def _promotion(row: Any, names: dict[UUID, str]) -> Promotion:
     )
 
 
+# Promotions that may pay cashback on a payment, locked in id order.
+_CANDIDATES = """
+    SELECT * FROM promotions
+    WHERE currency = :currency AND starts_at <= :at AND ends_at > :at AND ended_at IS NULL
+        AND spent < budget
+        AND (min_payment IS NULL OR min_payment <= :payment_minor)
+        AND (cardinality(merchant_partner_ids) = 0
+            OR CAST(:merchant AS uuid) = ANY(merchant_partner_ids))
+    ORDER BY promotion_id
+    FOR UPDATE
+"""
+
+_SAVE = """
+    UPDATE promotions SET spent = :spent, ended_at = :ended_at
+    WHERE promotion_id = :promotion_id
+"""
+
+_PARTNER_NAMES = (
+    "SELECT partner_id, name FROM partners WHERE partner_id = ANY(CAST(:ids AS uuid[]))"
+)
+
+
 class PromotionRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    """What every payment does (find and lock candidate promotions, spend from one) runs on
+    the driver connection; ``driver`` is the psycopg connection beneath ``conn``."""
+
+    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
         self._conn = conn
+        self._driver = driver
 
     async def partner_ids_by_name(self, names: Collection[str]) -> dict[str, UUID]:
         """Registered partners (revoked or not) among ``names``."""
@@ -89,32 +115,27 @@ class PromotionRepository:
     ) -> list[Promotion]:
         """Promotions that may pay cashback on this payment, locked in id order (so concurrent
         payers cannot deadlock). The domain makes the final choice on the locked rows."""
-        stmt = (
-            select(promotions)
-            .where(
-                promotions.c.currency == currency,
-                promotions.c.starts_at <= at,
-                promotions.c.ends_at > at,
-                promotions.c.ended_at.is_(None),
-                promotions.c.spent < promotions.c.budget,
-                or_(promotions.c.min_payment.is_(None), promotions.c.min_payment <= payment_minor),
-                or_(
-                    func.cardinality(promotions.c.merchant_partner_ids) == 0,
-                    literal(merchant_partner_id, PG_UUID(as_uuid=True))
-                    == any_(promotions.c.merchant_partner_ids),
-                ),
-            )
-            .order_by(promotions.c.promotion_id)
-            .with_for_update()
+        rows = await fetch_rows(
+            self._driver,
+            _CANDIDATES,
+            {
+                "currency": currency,
+                "at": at,
+                "payment_minor": payment_minor,
+                "merchant": merchant_partner_id,
+            },
         )
-        return await self._load(stmt)
+        return await self._with_names(rows)
 
     async def save(self, promotion: Promotion) -> None:
         """Store what changes over a promotion's life: the budget spent and its end."""
-        await self._conn.execute(
-            update(promotions)
-            .where(promotions.c.promotion_id == promotion.promotion_id)
-            .values(spent=promotion.spent.amount_minor, ended_at=promotion.ended_at)
+        await self._driver.execute(
+            driver_sql(_SAVE),
+            {
+                "promotion_id": promotion.promotion_id,
+                "spent": promotion.spent.amount_minor,
+                "ended_at": promotion.ended_at,
+            },
         )
 
     async def page(self, *, before: tuple[datetime, UUID] | None, limit: int) -> list[Promotion]:
@@ -137,13 +158,14 @@ class PromotionRepository:
         return await self._load(stmt)
 
     async def _load(self, stmt: Any) -> list[Promotion]:
-        rows: Sequence[Any] = list(await self._conn.execute(stmt))
-        ids = {i for row in rows for i in row.merchant_partner_ids}
+        return await self._with_names(list(await self._conn.execute(stmt)))
+
+    async def _with_names(self, rows: Sequence[Any]) -> list[Promotion]:
+        """The promotions of ``rows``, with their merchants' names."""
+        ids = sorted({i for row in rows for i in row.merchant_partner_ids})
         names: dict[UUID, str] = {}
         if ids:
-            found = await self._conn.execute(
-                select(partners.c.partner_id, partners.c.name).where(partners.c.partner_id.in_(ids))
-            )
+            found = await fetch_rows(self._driver, _PARTNER_NAMES, {"ids": ids})
             names = {row.partner_id: row.name for row in found}
         return [_promotion(row, names) for row in rows]
 
