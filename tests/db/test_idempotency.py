@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.db.conftest import Ledger
 from tests.db.test_transfers import transfer_cmd
@@ -172,4 +172,50 @@ async def test_a_refused_call_keeps_its_refusal_and_none_of_its_writes(
     assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 0
     assert await count(clean_db, "SELECT count(*) FROM outbox WHERE type = 'test.event'") == 0
     stored = "SELECT count(*) FROM idempotency_keys WHERE response -> 'error' IS NOT NULL"
+    assert await count(clean_db, stored) == 1
+
+
+async def test_a_failure_inside_the_effect_rolls_the_call_back_and_frees_its_connection(
+    ledger: Ledger, clean_db: AsyncEngine
+) -> None:
+    """An error that is not a remembered refusal (a bug, a lost connection, a deadlock)
+    leaves nothing, not even the claim, and the one pooled connection serves the retry."""
+    alice = await ledger.user("alice")
+    cmd = services.OpenAccount(caller=alice, request_id=uuid4(), currency="CHF")
+    engine = create_async_engine(clean_db.url, pool_size=1, max_overflow=0)
+    attempts: list[bool] = [True, False]  # the first attempt fails after writing
+
+    async def write(unit: services.UnitOfWork) -> None:
+        await unit.ledger.ensure_system_account(
+            account_id=uuid4(), kind=AccountKind.FEES, currency="CHF"
+        )
+        if attempts.pop(0):
+            raise RuntimeError("boom")
+
+    async def call() -> None:
+        unit = services.UnitOfWork(engine)
+        async with unit:
+            await run_once(
+                unit,
+                principal=alice.key,
+                request_id=cmd.request_id,
+                method="OpenAccount",
+                command=cmd,
+                result_type=type(None),
+                execute=functools.partial(write, unit),
+            )
+            await unit.commit()
+
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            await call()
+        assert await count(clean_db, "SELECT count(*) FROM idempotency_keys") == 0
+        assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 0
+        async with asyncio.timeout(10):
+            await call()
+    finally:
+        await engine.dispose()
+    assert attempts == []
+    assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 1
+    stored = "SELECT count(*) FROM idempotency_keys WHERE response -> 'result' IS NOT NULL"
     assert await count(clean_db, stored) == 1

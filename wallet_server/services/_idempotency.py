@@ -74,8 +74,7 @@ async def run_once(
             raise outcome
         return outcome
     try:
-        # The claim above has started the transaction: this is a savepoint within it.
-        async with uow.driver_savepoint():
+        async with uow.driver_savepoint(undo_on=REMEMBERED_ERRORS):
             result = await execute()
     except REMEMBERED_ERRORS as exc:
         await uow.idempotency.store_response(

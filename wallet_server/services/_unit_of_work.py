@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from wallet_server.services._call import current_call
+from wallet_server.storage import Driver, driver_of, savepoint
 from wallet_server.storage.repositories import (
     AuditRepository,
     BatchRepository,
@@ -68,7 +69,7 @@ class UnitOfWork:
         self.clock = clock
         self.new_id = new_id
         self._conn: AsyncConnection | None = None
-        self._driver: Any = None
+        self._driver: Driver | None = None
         self._tx: AsyncTransaction | None = None
 
     async def __aenter__(self) -> UnitOfWork:
@@ -77,7 +78,7 @@ class UnitOfWork:
             self._tx = await conn.begin()
             # The psycopg connection beneath, in the same transaction: the statements of
             # every money call go to it directly (see storage/_driver.py).
-            driver = (await conn.get_raw_connection()).driver_connection
+            driver = await driver_of(conn)
         except BaseException:
             await conn.close()
             raise
@@ -124,7 +125,7 @@ class UnitOfWork:
         return self._conn
 
     @property
-    def driver(self) -> Any:
+    def driver(self) -> Driver:
         """The psycopg connection beneath :attr:`connection`, in the same transaction."""
         if self._driver is None:
             raise RuntimeError("unit of work used outside 'async with'")
@@ -145,12 +146,13 @@ class UnitOfWork:
         ``rollback()`` on what it yields undoes them on request."""
         return self.connection.begin_nested()
 
-    def driver_savepoint(self) -> Any:
-        """``async with uow.driver_savepoint():`` undoes only the block's writes if it raises,
-        with its SAVEPOINT and RELEASE sent on the driver connection (cheaper than
-        :meth:`savepoint`; no rollback on request). Only inside a transaction that has run a
-        statement, so the driver nests it rather than opening one."""
-        return self.driver.transaction()
+    def driver_savepoint(
+        self, *, undo_on: tuple[type[BaseException], ...]
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """``async with uow.driver_savepoint(undo_on=...):`` undoes only the block's writes if
+        it raises one of ``undo_on`` (the transaction goes on); cheaper than
+        :meth:`savepoint`, with no rollback on request."""
+        return savepoint(self.driver, undo_on=undo_on)
 
     async def commit(self, *, code: str = "OK") -> None:
         """Commit, with the current call's audit row (outcome ``code``) in the same transaction."""

@@ -1,5 +1,6 @@
 """Persistence on PostgreSQL: tables, migrations, repositories. SQL stops here."""
 
+from wallet_server.storage._driver import Driver, driver_of, savepoint
 from wallet_server.storage._engine import (
     connection_limit,
     connections_per_process,
@@ -14,15 +15,18 @@ from wallet_server.storage._tables import metadata
 
 __all__ = [
     "OUTBOX_CHANNEL",
+    "Driver",
     "connection_limit",
     "connections_per_process",
     "create_engine",
+    "driver_of",
     "is_retryable_conflict",
     "is_unavailable",
     "libpq_url",
     "listen_forever",
     "metadata",
     "migrate",
+    "savepoint",
     "schema_is_current",
     "sqlalchemy_url",
 ]

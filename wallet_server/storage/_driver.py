@@ -9,14 +9,19 @@ both; it is translated to psycopg's ``%(name)s`` once per process.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
+from sqlalchemy.ext.asyncio import AsyncConnection as SqlConnection
 
-__all__ = ["driver_sql", "fetch_rows"]
+__all__ = ["Driver", "driver_of", "driver_sql", "fetch_rows", "savepoint"]
+
+Driver = AsyncConnection[Any]
 
 # ``:name`` but not the second colon of a ``::type`` cast.
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -24,13 +29,42 @@ _PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 @cache
 def driver_sql(sql: str) -> str:
-    """``sql`` with ``:name`` placeholders as ``%(name)s`` (and literal ``%`` doubled)."""
+    """``sql`` with ``:name`` placeholders as ``%(name)s`` (and literal ``%`` doubled).
+
+    Plain text substitution: a string literal in ``sql`` must not hold a colon before a
+    name (none of the statements sent this way has one)."""
     return _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
-async def fetch_rows(driver: Any, sql: str, params: Mapping[str, Any]) -> list[Any]:
+async def fetch_rows(driver: Driver, sql: str, params: Mapping[str, Any]) -> list[Any]:
     """Run ``sql`` on the driver connection; its rows as named tuples (none if it returns
     no rows)."""
     async with driver.cursor(row_factory=namedtuple_row) as cur:
         await cur.execute(driver_sql(sql), params)
         return await cur.fetchall() if cur.description is not None else []
+
+
+async def driver_of(conn: SqlConnection) -> Driver:
+    """The psycopg connection beneath the toolkit's ``conn`` (in its transaction)."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    if not isinstance(driver, AsyncConnection):
+        raise TypeError(f"expected a psycopg connection, got {type(driver).__name__}")
+    return driver
+
+
+@contextlib.asynccontextmanager
+async def savepoint(
+    driver: Driver, *, undo_on: tuple[type[BaseException], ...]
+) -> AsyncIterator[None]:
+    """Undo the block's writes when it raises one of ``undo_on``; any other exception leaves
+    them to the rollback of the whole transaction (which follows it anyway, and which a
+    broken connection cannot refuse). Plain statements rather than psycopg's transaction
+    block, whose bookkeeping the SQL toolkit's commit and rollback do not know."""
+    await driver.execute("SAVEPOINT call_effect")
+    try:
+        yield
+    except undo_on:
+        await driver.execute("ROLLBACK TO SAVEPOINT call_effect")
+        await driver.execute("RELEASE SAVEPOINT call_effect")
+        raise
+    await driver.execute("RELEASE SAVEPOINT call_effect")

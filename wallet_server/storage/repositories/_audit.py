@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wallet_server.storage._driver import driver_sql
+from wallet_server.storage._driver import Driver, driver_sql
 from wallet_server.storage._tables import audit_log
 
 
@@ -56,7 +55,7 @@ class AuditRepository:
     """``append`` runs on the driver connection (every committing call makes one);
     ``driver`` is the psycopg connection beneath ``conn``, in the same transaction."""
 
-    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
         self._conn = conn
         self._driver = driver
 

@@ -11,6 +11,7 @@ from uuid import UUID
 from sqlalchemy import Text, cast, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wallet_server.storage._driver import Driver
 from wallet_server.storage._tables import outbox
 from wallet_server.storage.repositories._bulk import APPEND_EVENTS, event_params, with_statement
 
@@ -60,7 +61,7 @@ class EventRepository:
     numbering follows nearly every commit); ``driver`` is the psycopg connection beneath
     ``conn``, in the same transaction."""
 
-    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
         self._conn = conn
         self._driver = driver
 
@@ -81,12 +82,12 @@ class EventRepository:
         """
         driver = self._driver
         held = await driver.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SEQUENCER_LOCK,))
-        row = await held.fetchone()
-        if not row[0]:
+        lock = await held.fetchone()
+        if lock is None or not lock[0]:
             return SEQUENCER_BUSY
         result = await driver.execute(_SEQUENCE, {"batch": batch, "channel": EVENTS_CHANNEL})
-        top = (await result.fetchone())[0]
-        return None if top is None else int(top)
+        row = await result.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     async def top_sequence(self) -> int:
         row = (

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wallet_server.storage._driver import driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
 from wallet_server.storage._tables import idempotency_keys
 
 
@@ -44,7 +44,7 @@ class IdempotencyRepository:
     """Claims and responses run on the driver connection (every mutating call makes them);
     ``driver`` is the psycopg connection beneath ``conn``, in the same transaction."""
 
-    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
         self._conn = conn
         self._driver = driver
 

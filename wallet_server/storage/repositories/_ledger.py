@@ -21,7 +21,7 @@ from wallet_server.domain import (
     TransactionKind,
     TransactionStatus,
 )
-from wallet_server.storage._driver import driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
 from wallet_server.storage._tables import accounts, postings, transactions
 
 
@@ -279,7 +279,7 @@ class LedgerRepository:
     connection; ``driver`` is the psycopg connection beneath ``conn``, in the same
     transaction."""
 
-    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
         self._conn = conn
         self._driver = driver
 

@@ -10,7 +10,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.domain import Money, Order, OrderStatus
-from wallet_server.storage._driver import driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
 from wallet_server.storage._tables import orders, partners
 
 
@@ -64,7 +64,7 @@ class OrderRepository:
     """Creating, locking and saving an order (every order and payment call) run on the
     driver connection; ``driver`` is the psycopg connection beneath ``conn``."""
 
-    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
         self._conn = conn
         self._driver = driver
 

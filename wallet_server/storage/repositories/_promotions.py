@@ -11,7 +11,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.domain import Money, Promotion
-from wallet_server.storage._driver import driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
 from wallet_server.storage._tables import partners, promotions
 
 
@@ -63,7 +63,7 @@ class PromotionRepository:
     """What every payment does (find and lock candidate promotions, spend from one) runs on
     the driver connection; ``driver`` is the psycopg connection beneath ``conn``."""
 
-    def __init__(self, conn: AsyncConnection, driver: Any) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
         self._conn = conn
         self._driver = driver
 
