@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from uuid import uuid4
 
@@ -136,6 +136,23 @@ async def test_records_older_than_the_retention_are_purged_and_newer_ones_kept(
     assert await count(clean_db, "SELECT count(*) FROM idempotency_keys") == 1
 
 
+async def open_chf_once(
+    unit: services.UnitOfWork,
+    cmd: services.OpenAccount,
+    effect: Callable[[services.UnitOfWork], Awaitable[None]],
+) -> None:
+    """``effect`` as the call ``cmd`` would run it, inside ``unit``'s transaction."""
+    await run_once(
+        unit,
+        principal=cmd.caller.key,
+        request_id=cmd.request_id,
+        method="OpenAccount",
+        command=cmd,
+        result_type=type(None),
+        execute=functools.partial(effect, unit),
+    )
+
+
 async def test_a_refused_call_keeps_its_refusal_and_none_of_its_writes(
     ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
 ) -> None:
@@ -158,15 +175,7 @@ async def test_a_refused_call_keeps_its_refusal_and_none_of_its_writes(
         unit = uow()
         async with unit:
             with pytest.raises(FailedPrecondition, match="refused after writing"):
-                await run_once(
-                    unit,
-                    principal=alice.key,
-                    request_id=cmd.request_id,
-                    method="OpenAccount",
-                    command=cmd,
-                    result_type=type(None),
-                    execute=functools.partial(write_then_refuse, unit),
-                )
+                await open_chf_once(unit, cmd, write_then_refuse)
 
     assert runs == 1
     assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 0
@@ -195,15 +204,7 @@ async def test_a_failure_inside_the_effect_rolls_the_call_back_and_frees_its_con
     async def call() -> None:
         unit = services.UnitOfWork(engine)
         async with unit:
-            await run_once(
-                unit,
-                principal=alice.key,
-                request_id=cmd.request_id,
-                method="OpenAccount",
-                command=cmd,
-                result_type=type(None),
-                execute=functools.partial(write, unit),
-            )
+            await open_chf_once(unit, cmd, write)
             await unit.commit()
 
     try:
