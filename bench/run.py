@@ -104,7 +104,22 @@ class Plan:
     stream_drain_s: float = 2.0
 
 
-QUICK = Plan("quick", (16,), warmup_s=2.0, duration_s=8.0, pgbench_s=8, users=100)
+# A smoke run in about two minutes: every scenario, short windows, noisier figures.
+QUICK = Plan(
+    "quick",
+    (16,),
+    warmup_s=1.0,
+    duration_s=4.0,
+    pgbench_s=4,
+    users=100,  # one active stream per user: the 100 the streams scenario asks for
+    batch_sizes=((100, 1.0), (1000, 3.0)),
+    batch_duration_s=3.0,
+    hot_warmup_s=1.0,
+    hot_duration_s=3.0,
+    idle_streams=1000,
+    stream_duration_s=3.0,
+    stream_drain_s=1.0,
+)
 FULL = Plan(
     "full",
     (1, 16, 64),
