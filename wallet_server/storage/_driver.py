@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
 from sqlalchemy.ext.asyncio import AsyncConnection as SqlConnection
 
-__all__ = ["Driver", "driver_of", "driver_sql", "fetch_rows", "savepoint"]
+__all__ = ["Driver", "driver_of", "driver_sql", "fetch_rows", "run_sql", "savepoint"]
 
 Driver = AsyncConnection[Any]
 
@@ -42,6 +42,11 @@ async def fetch_rows(driver: Driver, sql: str, params: Mapping[str, Any]) -> lis
     async with driver.cursor(row_factory=namedtuple_row) as cur:
         await cur.execute(driver_sql(sql), params)
         return await cur.fetchall() if cur.description is not None else []
+
+
+async def run_sql(driver: Driver, sql: str, params: Mapping[str, Any]) -> None:
+    """Run ``sql`` (``:name`` placeholders) on the driver connection, for its effect only."""
+    await driver.execute(driver_sql(sql), params)
 
 
 async def driver_of(conn: SqlConnection) -> Driver:

@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wallet_server.storage._driver import Driver, driver_sql
+from wallet_server.storage._driver import Driver, run_sql
 from wallet_server.storage._tables import audit_log
 
 
@@ -62,8 +62,9 @@ class AuditRepository:
     async def append(self, entries: Sequence[NewAuditEntry]) -> None:
         """Add rows; a call that already has its row (its commit went through) keeps it."""
         for e in entries:
-            await self._driver.execute(
-                driver_sql(_APPEND),
+            await run_sql(
+                self._driver,
+                _APPEND,
                 {
                     "call_id": e.call_id,
                     "occurred_at": e.occurred_at,

@@ -11,7 +11,7 @@ from uuid import UUID
 from sqlalchemy import Text, cast, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wallet_server.storage._driver import Driver
+from wallet_server.storage._driver import Driver, fetch_rows
 from wallet_server.storage._tables import outbox
 from wallet_server.storage.repositories._bulk import APPEND_EVENTS, event_params, with_statement
 
@@ -19,6 +19,7 @@ EVENTS_CHANNEL = "wallet_events"  # NOTIFY payload: the highest sequence now rea
 
 _SEQUENCER_LOCK = 7746287
 SEQUENCER_BUSY = -1  # another server is numbering right now
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(:key) AS locked"
 
 # Numbers committed, unnumbered rows in event_id order. Runs only while holding the
 # sequencer lock, in a statement that starts after the lock was taken, so its snapshot sees
@@ -31,7 +32,7 @@ _SEQUENCE = """
         SELECT t.event_id, base.top + t.n AS sequence
         FROM unnest(ARRAY(
                 SELECT event_id FROM outbox WHERE sequence IS NULL
-                ORDER BY event_id LIMIT %(batch)s
+                ORDER BY event_id LIMIT :batch
             )) WITH ORDINALITY AS t(event_id, n),
             (SELECT coalesce(max(sequence), 0) AS top FROM outbox) AS base
     ),
@@ -43,7 +44,7 @@ _SEQUENCE = """
     ),
     top AS (SELECT max(sequence) AS top FROM numbered)
     -- The notification goes out when the numbers commit; readers wake for the new top.
-    SELECT top.top, CASE WHEN top.top IS NOT NULL THEN pg_notify(%(channel)s, top.top::text) END
+    SELECT top.top, CASE WHEN top.top IS NOT NULL THEN pg_notify(:channel, top.top::text) END
     FROM top
     """
 
@@ -80,14 +81,13 @@ class EventRepository:
         One sequencer at a time across all servers (a transaction-scoped advisory lock);
         a server that does not get the lock leaves the work to the one that has it.
         """
-        driver = self._driver
-        held = await driver.execute("SELECT pg_try_advisory_xact_lock(%s)", (_SEQUENCER_LOCK,))
-        lock = await held.fetchone()
-        if lock is None or not lock[0]:
+        (held,) = await fetch_rows(self._driver, _TRY_LOCK, {"key": _SEQUENCER_LOCK})
+        if not held.locked:
             return SEQUENCER_BUSY
-        result = await driver.execute(_SEQUENCE, {"batch": batch, "channel": EVENTS_CHANNEL})
-        row = await result.fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        (numbered,) = await fetch_rows(
+            self._driver, _SEQUENCE, {"batch": batch, "channel": EVENTS_CHANNEL}
+        )
+        return None if numbered.top is None else int(numbered.top)
 
     async def top_sequence(self) -> int:
         row = (

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, fetch_rows, run_sql
 from wallet_server.storage._tables import idempotency_keys
 
 
@@ -71,8 +71,9 @@ class IdempotencyRepository:
         raise RuntimeError("idempotency key neither insertable nor readable")
 
     async def store_response(self, *, principal: str, request_id: UUID, response: Any) -> None:
-        await self._driver.execute(
-            driver_sql(_STORE),
+        await run_sql(
+            self._driver,
+            _STORE,
             {"principal": principal, "request_id": request_id, "response": Jsonb(response)},
         )
 

@@ -21,7 +21,7 @@ from wallet_server.domain import (
     TransactionKind,
     TransactionStatus,
 )
-from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, fetch_rows, run_sql
 from wallet_server.storage._tables import accounts, postings, transactions
 
 
@@ -321,9 +321,7 @@ class LedgerRepository:
         if found:
             existing: UUID = found[0].account_id
             return existing
-        await self._driver.execute(
-            driver_sql(_ADD_SYSTEM_ACCOUNT), {**key, "account_id": account_id}
-        )
+        await run_sql(self._driver, _ADD_SYSTEM_ACCOUNT, {**key, "account_id": account_id})
         created: UUID = (await fetch_rows(self._driver, lookup, key))[0].account_id
         return created
 

@@ -10,7 +10,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.domain import Money, Order, OrderStatus
-from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, fetch_rows, run_sql
 from wallet_server.storage._tables import orders, partners
 
 
@@ -69,8 +69,9 @@ class OrderRepository:
         self._driver = driver
 
     async def add(self, order: Order) -> None:
-        await self._driver.execute(
-            driver_sql(_ADD),
+        await run_sql(
+            self._driver,
+            _ADD,
             {
                 "order_id": order.order_id,
                 "partner_id": order.partner_id,
@@ -97,8 +98,9 @@ class OrderRepository:
 
     async def save(self, order: Order) -> None:
         """Store the order's lifecycle fields (status, payment, refunds) as the domain decided."""
-        await self._driver.execute(
-            driver_sql(_SAVE),
+        await run_sql(
+            self._driver,
+            _SAVE,
             {
                 "order_id": order.order_id,
                 "status": order.status.value,

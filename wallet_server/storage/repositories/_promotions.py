@@ -11,7 +11,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.domain import Money, Promotion
-from wallet_server.storage._driver import Driver, driver_sql, fetch_rows
+from wallet_server.storage._driver import Driver, fetch_rows, run_sql
 from wallet_server.storage._tables import partners, promotions
 
 
@@ -129,8 +129,9 @@ class PromotionRepository:
 
     async def save(self, promotion: Promotion) -> None:
         """Store what changes over a promotion's life: the budget spent and its end."""
-        await self._driver.execute(
-            driver_sql(_SAVE),
+        await run_sql(
+            self._driver,
+            _SAVE,
             {
                 "promotion_id": promotion.promotion_id,
                 "spent": promotion.spent.amount_minor,
