@@ -89,7 +89,7 @@ async def test_a_batch_claims_and_answers_its_keys_without_reading_the_others(
     assert answered - claimed <= 2 * BATCH
     async with clean_db.connect() as conn:
         stored = await conn.scalar(
-            text("SELECT count(*) FROM idempotency_keys WHERE response = '{\"result\": 1}'")
+            text("SELECT count(*) FROM idempotency_keys WHERE response::text = '{\"result\": 1}'")
         )
     assert stored == BATCH
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -203,7 +203,7 @@ idempotency_keys = Table(
     Column("request_id", UUID(as_uuid=True), primary_key=True),
     Column("method", Text, nullable=False),
     Column("fingerprint", LargeBinary, nullable=False),
-    Column("response", JSONB, nullable=True),
+    Column("response", JSON, nullable=True),
     _created_at(),
     Index(None, "created_at"),
 )
@@ -356,7 +356,7 @@ outbox = Table(
     Column("type", Text, nullable=False),
     Column("partner_id", UUID(as_uuid=True), nullable=True),
     Column("account_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
-    Column("payload", JSONB, nullable=False),
+    Column("payload", JSON, nullable=False),
     Index("ix_outbox_unsequenced", "event_id", postgresql_where=text("sequence IS NULL")),
     Index("ix_outbox_account_ids", "account_ids", postgresql_using="gin"),
 )

@@ -61,7 +61,7 @@ _CLAIM_AND_LOCK = f"""
         FROM input JOIN claimed ON claimed.request_id = input.request_id
     ),
     {LOCK_WANTED_ACCOUNTS}
-    SELECT 'c', c.request_id, NULL::text, NULL::bytea, NULL::jsonb,
+    SELECT 'c', c.request_id, NULL::text, NULL::bytea, NULL::json,
         NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
         NULL::bigint, NULL::boolean, NULL::timestamptz
     FROM claimed AS c
@@ -84,7 +84,7 @@ _READ_KEYS = """
 _STORE_RESPONSES = """
     responses AS (
         UPDATE idempotency_keys AS k SET response = r.response
-        FROM unnest(%(response_request_ids)b::uuid[], %(responses)b::text[]::jsonb[])
+        FROM unnest(%(response_request_ids)b::uuid[], %(responses)b::text[]::json[])
             AS r(request_id, response)
         WHERE k.principal = %(initiator)b::text AND k.request_id = r.request_id
             AND k.request_id = ANY(%(response_request_ids)b::uuid[])

@@ -167,7 +167,7 @@ APPEND_EVENTS = """
                 ELSE string_to_array(e.accounts, ' ')::uuid[] END,
             e.payload
         FROM unnest(%(event_types)b::text[], %(event_partner_ids)b::uuid[],
-            %(event_accounts)b::text[], %(event_payloads)b::text[]::jsonb[])
+            %(event_accounts)b::text[], %(event_payloads)b::text[]::json[])
             WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
         ORDER BY e.n
     )"""

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -74,7 +74,7 @@ class IdempotencyRepository:
         await run_sql(
             self._driver,
             _STORE,
-            {"principal": principal, "request_id": request_id, "response": Jsonb(response)},
+            {"principal": principal, "request_id": request_id, "response": Json(response)},
         )
 
     async def purge_older_than(self, cutoff: datetime) -> int:

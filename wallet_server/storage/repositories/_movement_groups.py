@@ -67,7 +67,7 @@ _CLAIM_AND_LOCK = f"""
         SELECT account_id FROM named
     ),
     {LOCK_WANTED_ACCOUNTS}
-    SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::jsonb,
+    SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::json,
         NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
         NULL::bigint, NULL::boolean, NULL::timestamptz
     FROM claimed AS c
@@ -95,7 +95,7 @@ _STORE_RESPONSES = """
     responses AS (
         UPDATE idempotency_keys AS k SET response = r.response
         FROM unnest(%(response_principals)b::text[], %(response_request_ids)b::uuid[],
-            %(responses)b::text[]::jsonb[]) AS r(principal, request_id, response)
+            %(responses)b::text[]::json[]) AS r(principal, request_id, response)
         WHERE k.principal = r.principal AND k.request_id = r.request_id
     )"""
 
