@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import uuid4
 
 import pytest
 from google.protobuf import timestamp_pb2
-from wallet.v1 import ledger_pb2
+from wallet.v1 import ledger_pb2, partner_pb2
 
-from wallet_server.domain import InvalidArgument, id_text, optional_id_text
+from wallet_server.domain import (
+    InvalidArgument,
+    Money,
+    Posting,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+    id_text,
+    optional_id_text,
+)
 from wallet_server.transport._mapping import (
     MAX_PAGE_SIZE,
     collect,
@@ -23,6 +33,8 @@ from wallet_server.transport._mapping import (
     parse_page_size,
     parse_uuid,
     timestamp,
+    transaction_to_proto,
+    write_transaction,
 )
 
 
@@ -104,3 +116,56 @@ def test_ids_and_times_read_the_same_from_the_cache_as_computed_afresh() -> None
     first = timestamp(aware)
     first.seconds += 1  # a caller changing its message must not change the next caller's
     assert timestamp(aware).seconds == first.seconds - 1
+
+
+def test_a_transaction_is_written_field_by_field_into_any_message() -> None:
+    src, dst, order = uuid4(), uuid4(), uuid4()
+    created = datetime(2026, 12, 3, 16, 30, 0, 250000, tzinfo=UTC)
+    exchange = Transaction(
+        transaction_id=uuid4(),
+        kind=TransactionKind.EXCHANGE,
+        status=TransactionStatus.POSTED,
+        amount=Money("USD", 500),
+        from_account_id=src,
+        to_account_id=dst,
+        memo="memo",
+        external_reference="ref-1",
+        created_at=created,
+        posted_at=created + timedelta(seconds=1),
+        postings=(Posting(src, -500), Posting(dst, 460, "EUR")),
+        order_id=order,
+        to_amount=Money("EUR", 460),
+        exchange_rate="0.92",
+        status_message="done",
+    )
+    message = transaction_to_proto(exchange)
+    assert message.transaction_id == str(exchange.transaction_id)
+    assert message.kind == ledger_pb2.TRANSACTION_KIND_EXCHANGE
+    assert message.status == ledger_pb2.TRANSACTION_STATUS_POSTED
+    assert (message.amount.currency_code, message.amount.amount_minor) == ("USD", 500)
+    assert (message.from_account_id, message.to_account_id) == (str(src), str(dst))
+    assert (message.memo, message.external_reference) == ("memo", "ref-1")
+    assert message.create_time.ToDatetime(tzinfo=UTC) == created
+    assert message.post_time.ToDatetime(tzinfo=UTC) == created + timedelta(seconds=1)
+    assert [
+        (p.account_id, p.amount.currency_code, p.amount.amount_minor) for p in message.postings
+    ] == [
+        (str(src), "USD", -500),
+        (str(dst), "EUR", 460),
+    ]
+    assert (message.to_amount.currency_code, message.to_amount.amount_minor) == ("EUR", 460)
+    assert (message.exchange_rate, message.order_id, message.status_message) == (
+        "0.92",
+        str(order),
+        "done",
+    )
+    assert message.reverses_transaction_id == message.promotion_id == ""
+
+    pending = replace(exchange, posted_at=None, to_amount=None, order_id=None)
+    inside = partner_pb2.TransferResult()
+    write_transaction(inside.transaction, pending)  # a field of a larger message
+    assert inside.WhichOneof("result") == "transaction"
+    assert not inside.transaction.HasField("post_time")
+    assert not inside.transaction.HasField("to_amount")
+    assert inside.transaction.order_id == ""
+    assert inside.transaction.create_time == message.create_time

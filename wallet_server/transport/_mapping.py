@@ -225,37 +225,49 @@ def account_to_proto(account: Account) -> ledger_pb2.Account:
 
 
 def transaction_to_proto(tx: Transaction) -> ledger_pb2.Transaction:
-    message = ledger_pb2.Transaction(
-        transaction_id=id_text(tx.transaction_id),
-        status=_STATUS_TO_PROTO[tx.status],  # type: ignore[arg-type]
-        kind=KIND_TO_PROTO[tx.kind],  # type: ignore[arg-type]
-        amount=money_to_proto(tx.amount),
-        from_account_id=optional_id_text(tx.from_account_id),
-        to_account_id=optional_id_text(tx.to_account_id),
-        memo=tx.memo,
-        external_reference=tx.external_reference,
-        create_time=timestamp(tx.created_at),
-        postings=[
-            ledger_pb2.Posting(
-                account_id=id_text(p.account_id),
-                amount=ledger_pb2.Money(
-                    currency_code=p.currency or tx.amount.currency, amount_minor=p.amount
-                ),
-            )
-            for p in tx.postings
-        ],
-        reverses_transaction_id=optional_id_text(tx.reverses_transaction_id),
-        reversed_by_transaction_id=optional_id_text(tx.reversed_by_transaction_id),
-        exchange_rate=tx.exchange_rate,
-        order_id=optional_id_text(tx.order_id),
-        promotion_id=optional_id_text(tx.promotion_id),
-        status_message=tx.status_message,
-    )
-    if tx.to_amount is not None:
-        message.to_amount.CopyFrom(money_to_proto(tx.to_amount))
-    if tx.posted_at is not None:
-        message.post_time.CopyFrom(timestamp(tx.posted_at))
+    message = ledger_pb2.Transaction()
+    write_transaction(message, tx)
     return message
+
+
+def write_transaction(message: ledger_pb2.Transaction, tx: Transaction) -> None:
+    """Fill ``message`` (empty, possibly a field of a larger message) from ``tx``.
+
+    Set in place: building sub-messages and passing them to a constructor copies each one
+    into its parent, which made a 1000-item batch response take about three times as long.
+    """
+    message.transaction_id = id_text(tx.transaction_id)
+    message.status = _STATUS_TO_PROTO[tx.status]  # type: ignore[assignment]
+    message.kind = KIND_TO_PROTO[tx.kind]  # type: ignore[assignment]
+    _write_money(message.amount, tx.amount.currency, tx.amount.amount_minor)
+    message.from_account_id = optional_id_text(tx.from_account_id)
+    message.to_account_id = optional_id_text(tx.to_account_id)
+    message.memo = tx.memo
+    message.external_reference = tx.external_reference
+    _write_timestamp(message.create_time, tx.created_at)
+    add_posting = message.postings.add
+    for p in tx.postings:
+        posting = add_posting(account_id=id_text(p.account_id))
+        _write_money(posting.amount, p.currency or tx.amount.currency, p.amount)
+    message.reverses_transaction_id = optional_id_text(tx.reverses_transaction_id)
+    message.reversed_by_transaction_id = optional_id_text(tx.reversed_by_transaction_id)
+    message.exchange_rate = tx.exchange_rate
+    message.order_id = optional_id_text(tx.order_id)
+    message.promotion_id = optional_id_text(tx.promotion_id)
+    message.status_message = tx.status_message
+    if tx.to_amount is not None:
+        _write_money(message.to_amount, tx.to_amount.currency, tx.to_amount.amount_minor)
+    if tx.posted_at is not None:
+        _write_timestamp(message.post_time, tx.posted_at)
+
+
+def _write_money(message: ledger_pb2.Money, currency: str, amount_minor: int) -> None:
+    message.currency_code = currency
+    message.amount_minor = amount_minor
+
+
+def _write_timestamp(message: timestamp_pb2.Timestamp, value: datetime) -> None:
+    message.seconds, message.nanos = _timestamp_fields(value)
 
 
 _ORDER_STATUS_TO_PROTO: Mapping[OrderStatus, int] = {

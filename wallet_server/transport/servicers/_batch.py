@@ -15,7 +15,7 @@ from wallet_server.transport._mapping import (
     parse_request_id,
     parse_text,
     parse_uuid,
-    transaction_to_proto,
+    write_transaction,
 )
 from wallet_server.transport.servicers._deps import Servicers, partner_caller
 
@@ -54,18 +54,16 @@ def _parse_item(item: partner_pb2.TransferItem, request_id: Any) -> services.Bat
     return services.BatchTransfer(request_id=request_id, **parsed)
 
 
-def _result_to_proto(result: services.BatchItemResult) -> partner_pb2.TransferResult:
+def _write_result(message: partner_pb2.TransferResult, result: services.BatchItemResult) -> None:
+    message.request_id = id_text(result.request_id)
     if result.transaction is not None:
-        return partner_pb2.TransferResult(
-            request_id=id_text(result.request_id),
-            transaction=transaction_to_proto(result.transaction),
-        )
+        write_transaction(message.transaction, result.transaction)
+        return
     assert result.error is not None
-    return partner_pb2.TransferResult(
-        request_id=id_text(result.request_id),
-        error=partner_pb2.TransferError(
+    message.error.CopyFrom(
+        partner_pb2.TransferError(
             reason=result.error.reason, message=result.error.message, code=result.error.code
-        ),
+        )
     )
 
 
@@ -105,6 +103,8 @@ class BatchPartner:
             ),
             self._deps.uow(),
         )
-        return partner_pb2.CreateTransfersResponse(
-            results=[_result_to_proto(r) for r in result.results]
-        )
+        response = partner_pb2.CreateTransfersResponse()
+        add_result = response.results.add
+        for r in result.results:
+            _write_result(add_result(), r)
+        return response
