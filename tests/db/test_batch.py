@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.db.conftest import Ledger
 from tests.ledger_checks import BALANCE, count, ledger_violations
@@ -33,6 +34,7 @@ from wallet_server.domain import (
     TransactionStatus,
     UserPrincipal,
 )
+from wallet_server.services import _batch as services_batch
 from wallet_server.services._batch import _digests
 from wallet_server.services._codec import decode_as, encode
 from wallet_server.services._idempotency import fingerprint, success_response
@@ -400,6 +402,41 @@ async def test_a_thousand_item_batch(world: World, uow: UowFactory, clean_db: As
         await count(clean_db, f"SELECT {BALANCE} FROM accounts a WHERE account_id = :a", a=w.s)
         == -total
     )
+    assert await ledger_violations(clean_db) == []
+
+
+async def test_a_failure_while_the_ledger_rows_are_written_leaves_nothing(
+    world: World, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documents are serialized while the database writes the batch's transactions. A
+    failure there (a bug) waits for that statement, rolls everything back, and the one pooled
+    connection serves the retry."""
+    w = world
+    items = [item(w.s, (w.a, w.b)[i % 2], 1) for i in range(300)]
+    cmd = batch(w.partner, items)
+    before = await snapshot(clean_db)
+    real_event = services_batch._event
+    calls = 0
+
+    def failing_event(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 250:  # after the documents have yielded to the loop twice
+            raise RuntimeError("boom")
+        return real_event(*args)
+
+    monkeypatch.setattr(services_batch, "_event", failing_event)
+    engine = create_async_engine(clean_db.url, pool_size=1, max_overflow=0)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            await services.create_transfers(cmd, services.UnitOfWork(engine))
+        assert await snapshot(clean_db) == before
+        async with asyncio.timeout(10):
+            result = await services.create_transfers(cmd, services.UnitOfWork(engine))
+    finally:
+        await engine.dispose()
+    assert [outcome(r) for r in result.results] == ["OK"] * 300
+    assert await w.ledger.balance(w.alice, w.a) == 150
     assert await ledger_violations(clean_db) == []
 
 

@@ -2,9 +2,10 @@
 
 Works on the raw psycopg connection with binary parameters, like the movement groups: one
 statement claims the items' idempotency keys and locks the accounts of the items it claimed,
-and one writes the posted transactions with their legs and balance changes, the remembered
-responses and the events. Responses and event payloads arrive as JSON text, so the caller
-serializes each transaction once for all of them.
+one writes the posted transactions with their legs and balance changes, and one the
+remembered responses and the events. Responses and event payloads arrive as JSON text, so
+the caller serializes each transaction once for all of them; it can do so while the
+database writes the transactions.
 """
 
 from __future__ import annotations
@@ -112,11 +113,10 @@ class BatchEvent:
 
 @dataclass(slots=True)
 class BatchWrites:
-    """Everything a decided batch writes, in decision order; responses keyed by request_id
-    (the initiator's keys), as JSON text."""
+    """The documents a decided batch writes besides its transactions: responses keyed by
+    request_id (the initiator's keys) and events in decision order, as JSON text."""
 
     initiator: str
-    transactions: list[Transaction] = field(default_factory=list)
     responses: dict[UUID, str] = field(default_factory=dict)
     events: list[BatchEvent] = field(default_factory=list)
 
@@ -185,13 +185,19 @@ class BatchRepository:
             # Anything left was purged in between: claim it afresh.
         raise RuntimeError("idempotency keys neither insertable nor readable")
 
+    async def record(self, *, initiator: str, transactions: Sequence[Transaction]) -> None:
+        """Write posted transactions with their legs and balance changes, in one statement."""
+        if transactions:
+            await self._conn.execute(
+                with_statement(RECORD_POSTED),
+                record_params([(tx, initiator) for tx in transactions]),
+            )
+
     async def write(self, writes: BatchWrites) -> None:
-        """Apply a decided batch in one statement (the caller then commits)."""
+        """Store the responses and append the events, in one statement (the caller then
+        commits)."""
         parts: list[str] = []
         params: dict[str, Any] = {"initiator": writes.initiator}
-        if writes.transactions:
-            parts.append(RECORD_POSTED)
-            params.update(record_params([(tx, writes.initiator) for tx in writes.transactions]))
         if writes.responses:
             parts.append(_STORE_RESPONSES)
             ordered = sorted(writes.responses)  # the order concurrent claimers wait in
