@@ -619,9 +619,23 @@ async def test_stored_responses_and_events_have_the_single_call_format(
 
 
 def test_batch_and_item_fingerprints_match_the_generic_ones() -> None:
+    """The batch spells its items' canonical JSON itself; the bytes must be the generic ones,
+    or a retry after an upgrade would be refused as a different request."""
     partner = PartnerPrincipal(partner_id=uuid4(), name="acme", scopes=frozenset())
-    malformed = services.BatchTransfer(uuid4(), None, None, None, "", invalid="bad amount")
+    malformed = services.BatchTransfer(uuid4(), None, None, None, "", invalid='bad "amount"')
+    rng = random.Random(7)
+    memos = ['ü " \\', "\x00\x1f\x7f", "\ud800 lone", "emoji \U0001f600", "", "/<>&'"]
     items = [item(uuid4(), uuid4(), 5, memo='ü " \\'), malformed, item(uuid4(), None, 7)]
+    items += [
+        item(
+            uuid4(),
+            uuid4(),
+            rng.randrange(1, 2**62),
+            currency=rng.choice(["USD", "EUR", "JPY"]),
+            memo=memo,
+        )
+        for memo in memos
+    ]
     for atomic in (False, True):
         cmd = batch(partner, items, atomic=atomic)
         assert _digests(cmd) == (

@@ -89,6 +89,7 @@ async def test_per_item_results_in_request_order(setup: Setup) -> None:
         transfer(s.s, s.b, 0),
         transfer(s.s, s.b, 5, memo="x" * 201),
         transfer(s.s, s.b, 250),
+        transfer("bad", "also-bad", 0, memo="bell \a"),  # every violation is listed
     ]
     response = await s.wallet.partner.CreateTransfers(
         partner_pb2.CreateTransfersRequest(request_id=str(uuid.uuid4()), transfers=items)
@@ -103,8 +104,11 @@ async def test_per_item_results_in_request_order(setup: Setup) -> None:
         ("INVALID_ARGUMENT", "INVALID_ARGUMENT"),
         ("INVALID_ARGUMENT", "INVALID_ARGUMENT"),
         ("OK", ""),
+        ("INVALID_ARGUMENT", "INVALID_ARGUMENT"),
     ]
     assert "from_account_id" in response.results[3].error.message
+    for field in ("from_account_id", "to_account_id", "amount.amount_minor", "memo"):
+        assert field in response.results[7].error.message
     assert "amount.amount_minor" in response.results[4].error.message
     paid = response.results[0].transaction
     assert paid.kind == ledger_pb2.TRANSACTION_KIND_TRANSFER

@@ -26,6 +26,16 @@ MAX_ITEM_MEMO_LENGTH = 200  # TransferItem.memo
 
 def _parse_item(item: partner_pb2.TransferItem, request_id: Any) -> services.BatchTransfer:
     """Parse one item; a malformed one becomes an item that fails on its own."""
+    try:  # the usual case, at a third of the cost of collecting every violation
+        return services.BatchTransfer(
+            request_id=request_id,
+            from_account_id=parse_uuid(item.from_account_id, "from_account_id"),
+            to_account_id=parse_uuid(item.to_account_id, "to_account_id"),
+            amount=parse_amount(item.amount, "amount", present=item.HasField("amount")),
+            memo=parse_text(item.memo, "memo", max_length=MAX_ITEM_MEMO_LENGTH),
+        )
+    except InvalidArgument:
+        pass
     parsed: dict[str, Any] = {}
     try:
         collect(
