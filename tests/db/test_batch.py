@@ -9,6 +9,7 @@ test mixes in user-to-user transfers so that "no negative wallet" is still at st
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -34,9 +35,9 @@ from wallet_server.domain import (
     TransactionStatus,
     UserPrincipal,
 )
-from wallet_server.services import _batch as services_batch
 from wallet_server.services._batch import _digests
 from wallet_server.services._codec import decode_as, encode
+from wallet_server.services._events import event_row
 from wallet_server.services._idempotency import fingerprint, success_response
 
 UowFactory = Callable[[], services.UnitOfWork]
@@ -415,17 +416,16 @@ async def test_a_failure_while_the_ledger_rows_are_written_leaves_nothing(
     items = [item(w.s, (w.a, w.b)[i % 2], 1) for i in range(300)]
     cmd = batch(w.partner, items)
     before = await snapshot(clean_db)
-    real_event = services_batch._event
     calls = 0
 
-    def failing_event(*args: Any) -> Any:
+    def failing_event_row(*args: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 250:  # after the documents have yielded to the loop twice
             raise RuntimeError("boom")
-        return real_event(*args)
+        return event_row(*args)
 
-    monkeypatch.setattr(services_batch, "_event", failing_event)
+    monkeypatch.setattr("wallet_server.services._batch.event_row", failing_event_row)
     engine = create_async_engine(clean_db.url, pool_size=1, max_overflow=0)
     try:
         with pytest.raises(RuntimeError, match="boom"):
@@ -568,8 +568,8 @@ async def test_an_item_sent_in_concurrent_batches_is_applied_once(
 async def test_stored_responses_and_events_have_the_single_call_format(
     world: World, uow: UowFactory, clean_db: AsyncEngine
 ) -> None:
-    """Each transaction is serialized once for its response, its event and the batch's
-    response: what is stored is what the generic encoding makes."""
+    """What a batch stores for its items, itself and its events is what single calls store
+    (the generic encoding)."""
     w = world
     memo = 'quotes " and \\ and ünïcode'
     items = [
@@ -595,7 +595,7 @@ async def test_stored_responses_and_events_have_the_single_call_format(
                 )
             )
         ]
-    assert stored[cmd.request_id] == success_response(result)
+    assert stored[cmd.request_id] == json.loads(success_response(result))
     first, refused, third = result.results
     assert first.transaction is not None
     assert third.transaction is not None

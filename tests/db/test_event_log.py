@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from uuid import uuid4
 
 from sqlalchemy import text
@@ -13,7 +14,7 @@ from wallet_server.storage.repositories import SEQUENCER_BUSY
 
 
 async def _append(uow: UnitOfWork, name: str) -> None:
-    await uow.events.append([("transaction_created", None, [uuid4()], {"name": name})])
+    await uow.events.append([("transaction_created", None, [uuid4()], json.dumps({"name": name}))])
 
 
 async def _number(engine: AsyncEngine) -> int | None:

@@ -7,9 +7,8 @@ its size, on the driver connection with binary parameters: one claims every item
 idempotency key and locks the accounts of the items it claimed (sorted, so concurrent
 batches and single transfers cannot deadlock); each item is then decided in order in memory
 against the running balances; one more writes every posted transaction with its legs and
-balance changes, the items' remembered outcomes, the batch's own response and the events.
-Each transaction is serialized to JSON once, for its response, its event and the batch's
-response.
+balance changes, started before the documents are serialized, and a last one the items'
+remembered outcomes, the batch's own response and the events.
 
 Idempotency works at two levels, both scoped to the partner: the batch's ``request_id``
 replays the whole response; each item's ``request_id`` replays that item's original outcome
@@ -36,7 +35,6 @@ from wallet_server.domain import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
-    LedgerEvent,
     Money,
     NotFound,
     PartnerPrincipal,
@@ -51,16 +49,18 @@ from wallet_server.domain import (
 )
 from wallet_server.services._accounts import account_not_found
 from wallet_server.services._call import note_resources
-from wallet_server.services._codec import decode_as, encode
+from wallet_server.services._codec import decode_as, encode, to_json
+from wallet_server.services._events import event_row
 from wallet_server.services._idempotency import (
     REMEMBERED_ERRORS,
     key_reused,
     refusal_response,
     replay,
+    success_response,
 )
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
-from wallet_server.storage.repositories import BatchEvent, BatchWrites, StoredResponse
+from wallet_server.storage.repositories import BatchWrites, StoredResponse
 
 MAX_BATCH_TRANSFERS = 1000
 _METHOD = "CreateTransfers"
@@ -231,44 +231,6 @@ def _canonical_item(item: BatchTransfer) -> tuple[str, str]:
     return head + tail, f'{head}"request_id":"{id_text(item.request_id)}",{tail}'
 
 
-def _with_json(fields: dict[str, Any], name: str, value_json: str) -> str:
-    """The JSON text of ``fields`` plus ``name``, whose value is already JSON text: a
-    transaction is serialized once for its response, its event and the batch's response."""
-    head = json.dumps(fields)
-    return f'{head[:-1]}, "{name}": {value_json}}}' if fields else f'{{"{name}": {value_json}}}'
-
-
-_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerEvent) if f.name != "transaction")
-_RESULT_FIELDS = tuple(
-    f.name for f in dataclasses.fields(BatchItemResult) if f.name != "transaction"
-)
-
-
-def _event(tx: Transaction, changed: dict[UUID, Account], tx_json: str) -> BatchEvent:
-    """The outbox row of ``tx``, as :func:`event_row` makes it."""
-    event = transaction_event(EventType.TRANSACTION_CREATED, tx, changed)
-    fields = {name: encode(getattr(event, name)) for name in _EVENT_FIELDS}
-    return BatchEvent(
-        type=event.type.value,
-        partner_id=event.partner_id,
-        account_ids=[a.account_id for a in event.accounts],
-        payload_json=_with_json(fields, "transaction", tx_json),
-    )
-
-
-def _batch_response(result: BatchResult, tx_json: dict[UUID, str]) -> str:
-    """The batch's stored response, as :func:`success_response` makes it."""
-    results: list[str] = []
-    for r in result.results:
-        known = None if r.transaction is None else tx_json.get(r.transaction.transaction_id)
-        if known is None:
-            results.append(json.dumps(encode(r)))
-        else:
-            fields = {name: encode(getattr(r, name)) for name in _RESULT_FIELDS}
-            results.append(_with_json(fields, "transaction", known))
-    return _with_json({}, "result", _with_json({}, "results", "[" + ",".join(results) + "]"))
-
-
 def _decide(
     item: BatchTransfer,
     running: dict[UUID, Account],
@@ -415,21 +377,21 @@ async def _documents(
     posted: list[tuple[Transaction, dict[UUID, Account]]],
     decided: dict[UUID, Outcome],
 ) -> BatchWrites:
-    """The stored responses (each decided item's and the batch's) and the events, as JSON."""
+    """The stored responses (each decided item's and the batch's) and the events, as JSON
+    text in the formats single calls store."""
     writes = BatchWrites(initiator=cmd.caller.key)
-    tx_json: dict[UUID, str] = {}
     for count, (tx, changed) in enumerate(posted, 1):
-        tx_json[tx.transaction_id] = text = json.dumps(encode(tx))
-        writes.events.append(_event(tx, changed, text))
+        event = transaction_event(EventType.TRANSACTION_CREATED, tx, changed)
+        writes.events.append(event_row(event))
         if count % _ITEMS_PER_TURN == 0:
             await asyncio.sleep(0)
     for request_id, outcome in decided.items():
         writes.responses[request_id] = (
-            _with_json({}, "result", tx_json[outcome.transaction_id])
+            success_response(outcome)
             if isinstance(outcome, Transaction)
-            else json.dumps(_remembered(outcome))
+            else to_json(_remembered(outcome))
         )
-    writes.responses[cmd.request_id] = _batch_response(result, tx_json)
+    writes.responses[cmd.request_id] = success_response(result)
     return writes
 
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from wallet_server.domain import LedgerEvent
-from wallet_server.services._codec import encode
+from wallet_server.services._codec import to_json
 from wallet_server.services._unit_of_work import UnitOfWork
 from wallet_server.storage.repositories import EventRow
 
 
 def event_row(event: LedgerEvent) -> EventRow:
-    """The outbox row of ``event``: routed by its accounts and partner."""
+    """The outbox row of ``event``: routed by its accounts and partner; the payload is the
+    event as JSON text."""
     return (
         event.type.value,
         event.partner_id,
         [a.account_id for a in event.accounts],
-        encode(event),
+        to_json(event),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from wallet_server.domain import AlreadyExists, FailedPrecondition, NotFound, Reason, WalletError
-from wallet_server.services._codec import decode_as, encode
+from wallet_server.services._codec import decode_as, encode, to_json
 from wallet_server.services._unit_of_work import UnitOfWork
 
 T = TypeVar("T")
@@ -95,13 +95,16 @@ def key_reused() -> FailedPrecondition:
     )
 
 
-def refusal_response(exc: WalletError) -> dict[str, Any]:
-    """The stored form of a remembered refusal."""
-    return {"error": {"status": exc.status_name, "reason": exc.reason, "message": exc.message}}
+def refusal_response(exc: WalletError) -> str:
+    """The stored form of a remembered refusal, as JSON text."""
+    return to_json(
+        {"error": {"status": exc.status_name, "reason": exc.reason, "message": exc.message}}
+    )
 
 
-def success_response(result: Any) -> dict[str, Any]:
-    return {"result": encode(result)}
+def success_response(result: Any) -> str:
+    """The stored form of a result, as JSON text."""
+    return to_json({"result": result})
 
 
 def replay(response: Any, result_type: type[T]) -> T | WalletError:

@@ -2,7 +2,6 @@
 
 from wallet_server.storage.repositories._audit import AuditEntry, AuditRepository, NewAuditEntry
 from wallet_server.storage.repositories._batch_writes import (
-    BatchEvent,
     BatchReads,
     BatchRepository,
     BatchWrites,
@@ -46,7 +45,6 @@ __all__ = [
     "SEQUENCER_BUSY",
     "AuditEntry",
     "AuditRepository",
-    "BatchEvent",
     "BatchReads",
     "BatchRepository",
     "BatchWrites",

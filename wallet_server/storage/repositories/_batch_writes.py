@@ -3,9 +3,8 @@
 Works on the raw psycopg connection with binary parameters, like the movement groups: one
 statement claims the items' idempotency keys and locks the accounts of the items it claimed,
 one writes the posted transactions with their legs and balance changes, and one the
-remembered responses and the events. Responses and event payloads arrive as JSON text, so
-the caller serializes each transaction once for all of them; it can do so while the
-database writes the transactions.
+remembered responses and the events. Responses and event payloads arrive as JSON text,
+which the caller can serialize while the database writes the transactions.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from wallet_server.storage.repositories._bulk import (
     LOCK_WANTED_ACCOUNTS,
     RECORD_POSTED,
     WANTED_ACCOUNT_ROWS,
+    EventText,
     account_from_row,
     event_params,
     record_params,
@@ -101,16 +101,6 @@ class BatchReads:
     accounts: dict[UUID, Account]
 
 
-@dataclass(frozen=True, slots=True)
-class BatchEvent:
-    """An outbox row whose payload is already JSON text."""
-
-    type: str
-    partner_id: UUID | None
-    account_ids: Sequence[UUID]
-    payload_json: str
-
-
 @dataclass(slots=True)
 class BatchWrites:
     """The documents a decided batch writes besides its transactions: responses keyed by
@@ -118,7 +108,7 @@ class BatchWrites:
 
     initiator: str
     responses: dict[UUID, str] = field(default_factory=dict)
-    events: list[BatchEvent] = field(default_factory=list)
+    events: list[EventText] = field(default_factory=list)
 
 
 class BatchRepository:
@@ -205,11 +195,7 @@ class BatchRepository:
             params["responses"] = [writes.responses[k] for k in ordered]
         if writes.events:
             parts.append(APPEND_EVENTS)
-            params.update(
-                event_params(
-                    [(e.type, e.partner_id, e.account_ids, e.payload_json) for e in writes.events]
-                )
-            )
+            params.update(event_params(writes.events))
         if parts:
             # Data-modifying CTEs all run to completion, referenced or not.
             await self._conn.execute(with_statement(*parts), params)

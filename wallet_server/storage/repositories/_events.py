@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.storage._driver import Driver, fetch_rows
 from wallet_server.storage._tables import outbox
-from wallet_server.storage.repositories._bulk import APPEND_EVENTS, event_params, with_statement
+from wallet_server.storage.repositories._bulk import (
+    APPEND_EVENTS,
+    EventText,
+    event_params,
+    with_statement,
+)
 
 EVENTS_CHANNEL = "wallet_events"  # NOTIFY payload: the highest sequence now readable
 
@@ -66,13 +70,14 @@ class EventRepository:
         self._conn = conn
         self._driver = driver
 
-    async def append(self, rows: Sequence[tuple[str, UUID | None, Sequence[UUID], Any]]) -> None:
-        """Rows of (type, partner_id, account_ids, payload), in one statement, in order."""
+    async def append(self, rows: Sequence[EventText]) -> None:
+        """Rows of (type, partner_id, account_ids, payload as JSON text), in one statement,
+        in order."""
         if not rows:
             return
         await self._driver.execute(
             with_statement(APPEND_EVENTS),
-            event_params([(t, p, a, json.dumps(payload)) for t, p, a, payload in rows]),
+            event_params(rows),
         )
 
     async def number_committed(self, batch: int = 5000) -> int | None:

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.types.json import Json
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,7 +34,7 @@ _READ = """
 """
 
 _STORE = """
-    UPDATE idempotency_keys SET response = :response
+    UPDATE idempotency_keys SET response = CAST(:response AS json)
     WHERE principal = :principal AND request_id = :request_id
 """
 
@@ -70,11 +69,12 @@ class IdempotencyRepository:
             # Purged between the two statements: claim it afresh.
         raise RuntimeError("idempotency key neither insertable nor readable")
 
-    async def store_response(self, *, principal: str, request_id: UUID, response: Any) -> None:
+    async def store_response(self, *, principal: str, request_id: UUID, response: str) -> None:
+        """Store ``response`` (JSON text) as the key's remembered outcome."""
         await run_sql(
             self._driver,
             _STORE,
-            {"principal": principal, "request_id": request_id, "response": Json(response)},
+            {"principal": principal, "request_id": request_id, "response": response},
         )
 
     async def purge_older_than(self, cutoff: datetime) -> int:

@@ -8,7 +8,6 @@ group is any number of transfers; the cost per transfer falls as it grows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from wallet_server.storage.repositories._bulk import (
     LOCK_WANTED_ACCOUNTS,
     RECORD_POSTED,
     WANTED_ACCOUNT_ROWS,
+    EventText,
     account_from_row,
     event_params,
     record_params,
@@ -138,7 +138,7 @@ class GroupReads:
 
 
 # An outbox row: (type, partner_id, account_ids, payload), as EventRepository.append takes.
-EventRow = tuple[str, UUID | None, Sequence[UUID], Any]
+EventRow = EventText  # (type, partner_id, account_ids, payload as JSON text)
 
 
 @dataclass(slots=True)
@@ -146,7 +146,7 @@ class GroupWrites:
     """Everything a decided group writes, in decision order."""
 
     transactions: list[tuple[Transaction, str]] = field(default_factory=list)  # (tx, initiator)
-    responses: dict[IdempotencyKey, Any] = field(default_factory=dict)
+    responses: dict[IdempotencyKey, str] = field(default_factory=dict)  # JSON text
     released: list[IdempotencyKey] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     audit: list[NewAuditEntry] = field(default_factory=list)
@@ -236,9 +236,7 @@ class MovementGroupRepository:
             params["released_request_ids"] = [r for _, r in writes.released]
         if writes.events:
             parts.append(APPEND_EVENTS)
-            params.update(
-                event_params([(t, p, a, json.dumps(payload)) for t, p, a, payload in writes.events])
-            )
+            params.update(event_params(writes.events))
         if writes.audit:
             parts.append(_APPEND_AUDIT)
             params.update(_audit_params(writes.audit))
@@ -247,12 +245,12 @@ class MovementGroupRepository:
             await self._conn.execute(with_statement(*parts), params)
 
 
-def _response_params(responses: dict[IdempotencyKey, Any]) -> dict[str, list[Any]]:
+def _response_params(responses: dict[IdempotencyKey, str]) -> dict[str, list[Any]]:
     ordered = sorted(responses)
     return {
         "response_principals": [p for p, _ in ordered],
         "response_request_ids": [r for _, r in ordered],
-        "responses": [json.dumps(responses[k]) for k in ordered],
+        "responses": [responses[k] for k in ordered],
     }
 
 
