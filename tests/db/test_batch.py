@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg.errors
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -39,6 +40,7 @@ from wallet_server.services._batch import _digests
 from wallet_server.services._codec import decode_as, encode
 from wallet_server.services._events import event_row
 from wallet_server.services._idempotency import fingerprint, success_response
+from wallet_server.storage.repositories import BatchRepository
 
 UowFactory = Callable[[], services.UnitOfWork]
 
@@ -438,6 +440,45 @@ async def test_a_failure_while_the_ledger_rows_are_written_leaves_nothing(
     assert [outcome(r) for r in result.results] == ["OK"] * 300
     assert await w.ledger.balance(w.alice, w.a) == 150
     assert await ledger_violations(clean_db) == []
+
+
+async def test_a_call_cancelled_while_its_ledger_rows_fail_stays_cancelled(
+    world: World, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while serializing, and the ledger statement then fails with a conflict
+    (made to here): the call ends cancelled with nothing applied, not retried and committed."""
+    w = world
+    items = [item(w.s, (w.a, w.b)[i % 2], 1) for i in range(150)]
+    before = await snapshot(clean_db)
+    real_record = BatchRepository.record
+    attempts = 0
+
+    async def conflicting_record(self: BatchRepository, **kwargs: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        await real_record(self, **kwargs)
+        raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    call: asyncio.Task[services.BatchResult] | None = None
+    rows = 0
+
+    def cancelling_event_row(*args: Any) -> Any:
+        nonlocal rows
+        rows += 1
+        if rows == 50:  # the cancellation arrives when the documents next yield
+            assert call is not None
+            call.cancel()
+        return event_row(*args)
+
+    monkeypatch.setattr(BatchRepository, "record", conflicting_record)
+    monkeypatch.setattr("wallet_server.services._batch.event_row", cancelling_event_row)
+    call = asyncio.ensure_future(
+        services.create_transfers(batch(w.partner, items), services.UnitOfWork(clean_db))
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert attempts == 1
+    assert await snapshot(clean_db) == before
 
 
 @pytest.mark.parametrize(

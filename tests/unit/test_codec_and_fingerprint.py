@@ -89,7 +89,8 @@ def test_stored_documents_say_what_the_encoding_says(memo: str, amount: int) -> 
         merchant_reference="ref",
         status=OrderStatus.PAID,
         created_at=created.astimezone(timezone(timedelta(hours=-5))),
-        expires_at=created + timedelta(minutes=15),
+        # An offset with seconds, as PostgreSQL gives for Amsterdam before 1937.
+        expires_at=created.astimezone(timezone(timedelta(minutes=19, seconds=32))),
         paid_at=created,
     )
     event = LedgerEvent(

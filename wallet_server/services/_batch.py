@@ -359,8 +359,13 @@ async def _execute(
     recording = asyncio.create_task(store.record(initiator=principal, transactions=transactions))
     try:
         writes = await _documents(cmd, result, posted, decided)
-    finally:
-        await recording
+    except BaseException:
+        # The connection is the statement's until it ends. What stopped the documents is what
+        # the call raises: a cancellation must not become a conflict that gets retried.
+        with contextlib.suppress(Exception):
+            await recording
+        raise
+    await recording
     await store.write(writes)
     return result
 

@@ -4,7 +4,7 @@ Results are frozen dataclasses of UUIDs, datetimes, enums, ints, strings, Money 
 those; decoding is driven by the type hints, so what comes back is the same value.
 
 :func:`encode` gives the JSON-ready form (fingerprints spell it canonically); :func:`to_json`
-gives the same document as text, for what is stored (responses, events), about four times
+gives the same document as text, for what is stored (responses, events), about three times
 faster through orjson.
 """
 
@@ -42,11 +42,15 @@ def to_json(value: Any) -> str:
     """``json.dumps(encode(value))`` as a document (compact, not ASCII-escaped): the same
     objects, ids, times and enum values; ``test_codec_and_fingerprint.py`` holds the two
     together."""
-    return orjson.dumps(value, default=_not_native).decode()
+    return orjson.dumps(value, default=_not_native, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
 def _not_native(value: Any) -> Any:
-    """What orjson does not encode by itself (sets), as :func:`encode` does it."""
+    """What orjson leaves to us, as :func:`encode` does it: sets, and datetimes (orjson
+    rounds a UTC offset to the minute; one read back in a historical time zone can have
+    seconds, +00:19:32 in Amsterdam before 1937)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, frozenset | set):
         return encode(value)
     raise TypeError(f"cannot encode {type(value).__name__}")
