@@ -25,7 +25,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from wallet_server.domain import (
@@ -49,13 +48,14 @@ from wallet_server.domain import (
 )
 from wallet_server.services._accounts import account_not_found
 from wallet_server.services._call import note_resources
-from wallet_server.services._codec import decode_as, encode, to_json
+from wallet_server.services._codec import decode_as, encode
 from wallet_server.services._events import event_row
 from wallet_server.services._idempotency import (
     REMEMBERED_ERRORS,
     key_reused,
     refusal_response,
     replay,
+    stored_refusal,
     success_response,
 )
 from wallet_server.services._retry import retry_on_conflict
@@ -174,11 +174,6 @@ def _replayed(prior: StoredResponse, digest: bytes) -> Outcome:
             reason=error["reason"], message=error["message"], code=error["status"]
         )
     return decode_as(Transaction, response["result"])
-
-
-def _remembered(outcome: BatchItemError) -> Any:
-    """The stored response of a refused item, in the format single calls use."""
-    return {"error": {"status": outcome.code, "reason": outcome.reason, "message": outcome.message}}
 
 
 def _digests(cmd: CreateTransfers) -> tuple[bytes, dict[UUID, bytes]]:
@@ -394,7 +389,7 @@ async def _documents(
         writes.responses[request_id] = (
             success_response(outcome)
             if isinstance(outcome, Transaction)
-            else to_json(_remembered(outcome))
+            else stored_refusal(outcome.code, outcome.reason, outcome.message)
         )
     writes.responses[cmd.request_id] = success_response(result)
     return writes

@@ -97,9 +97,12 @@ def key_reused() -> FailedPrecondition:
 
 def refusal_response(exc: WalletError) -> str:
     """The stored form of a remembered refusal, as JSON text."""
-    return to_json(
-        {"error": {"status": exc.status_name, "reason": exc.reason, "message": exc.message}}
-    )
+    return stored_refusal(exc.status_name, exc.reason, exc.message)
+
+
+def stored_refusal(status: str, reason: str, message: str) -> str:
+    """:func:`refusal_response` from its parts (a batch item's refusal is not an exception)."""
+    return to_json({"error": {"status": status, "reason": reason, "message": message}})
 
 
 def success_response(result: Any) -> str:
