@@ -9,12 +9,16 @@ The batches here are small (50 keys): in a table of 40,000 rows PostgreSQL 15 ri
 prefers one sequential scan to 500 index probes, which would say nothing about a table of
 millions. With 50 keys both PostgreSQL 15 and 18 probe, and the old statements still read
 all 20,000 of the partner's keys on both.
+
+Each test runs with the plans of a statement's first five runs (custom, for its own
+parameters) and with the generic plan a prepared statement may use from its sixth.
 """
 
 from __future__ import annotations
 
 from uuid import UUID, uuid4
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,6 +41,16 @@ async def _keys_read(uow: UnitOfWork) -> int:
         )
     ).one()
     return int(row[0])
+
+
+@pytest.fixture(params=["force_custom_plan", "force_generic_plan"])
+def plan_cache_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def _plan(uow: UnitOfWork, mode: str) -> None:
+    """Plan this transaction's statements the given way (a setting of the transaction)."""
+    await uow.connection.execute(text(f"SET LOCAL plan_cache_mode = {mode}"))
 
 
 async def _stale_statistics_for_a_busy_partner(engine: AsyncEngine) -> None:
@@ -66,13 +80,14 @@ async def _stale_statistics_for_a_busy_partner(engine: AsyncEngine) -> None:
 
 
 async def test_a_batch_claims_and_answers_its_keys_without_reading_the_others(
-    clean_db: AsyncEngine,
+    clean_db: AsyncEngine, plan_cache_mode: str
 ) -> None:
     await _stale_statistics_for_a_busy_partner(clean_db)
     keys: dict[UUID, tuple[bytes, UUID | None, UUID | None]] = {
         uuid4(): (b"\x01", None, None) for _ in range(BATCH)
     }
     async with UnitOfWork(clean_db) as uow:
+        await _plan(uow, plan_cache_mode)
         store = await uow.batches()
         before = await _keys_read(uow)
         reads = await store.claim_and_lock(principal=PRINCIPAL, method="m", keys=keys)
@@ -95,11 +110,12 @@ async def test_a_batch_claims_and_answers_its_keys_without_reading_the_others(
 
 
 async def test_a_transfer_group_claims_and_answers_its_keys_without_reading_the_others(
-    clean_db: AsyncEngine,
+    clean_db: AsyncEngine, plan_cache_mode: str
 ) -> None:
     await _stale_statistics_for_a_busy_partner(clean_db)
     keys = {(PRINCIPAL, uuid4()): ("Transfer", b"\x03") for _ in range(64)}
     async with UnitOfWork(clean_db) as uow:
+        await _plan(uow, plan_cache_mode)
         store = await uow.movement_groups()
         before = await _keys_read(uow)
         reads = await store.claim_and_lock(keys=keys, account_ids=[], names=[])

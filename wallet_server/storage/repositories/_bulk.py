@@ -158,6 +158,18 @@ def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]
     }
 
 
+# Remembered responses of keys claimed earlier in the transaction. Each row names its
+# principal: with one constant principal, statistics taken while that caller had few keys
+# can make the planner read every key the caller kept (a day's worth) for each statement.
+STORE_RESPONSES = """
+    responses AS (
+        UPDATE idempotency_keys AS k SET response = r.response
+        FROM unnest(%(response_principals)b::text[], %(response_request_ids)b::uuid[],
+            %(responses)b::text[]::json[]) AS r(principal, request_id, response)
+        WHERE k.principal = r.principal AND k.request_id = r.request_id
+    )"""
+
+
 # Outbox rows, in order.
 APPEND_EVENTS = """
     events AS (

@@ -19,6 +19,7 @@ from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
     LOCK_WANTED_ACCOUNTS,
     RECORD_POSTED,
+    STORE_RESPONSES,
     WANTED_ACCOUNT_ROWS,
     EventText,
     account_from_row,
@@ -90,14 +91,6 @@ _READ_KEYS = """
     JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
         ON i.principal = k.principal AND i.request_id = k.request_id
 """
-
-_STORE_RESPONSES = """
-    responses AS (
-        UPDATE idempotency_keys AS k SET response = r.response
-        FROM unnest(%(response_principals)b::text[], %(response_request_ids)b::uuid[],
-            %(responses)b::text[]::json[]) AS r(principal, request_id, response)
-        WHERE k.principal = r.principal AND k.request_id = r.request_id
-    )"""
 
 # Claims of calls refused for bad input: such refusals are not remembered.
 _RELEASE_KEYS = """
@@ -228,7 +221,7 @@ class MovementGroupRepository:
             parts.append(RECORD_POSTED)
             params.update(record_params(writes.transactions))
         if writes.responses:
-            parts.append(_STORE_RESPONSES)
+            parts.append(STORE_RESPONSES)
             params.update(_response_params(writes.responses))
         if writes.released:
             parts.append(_RELEASE_KEYS)
