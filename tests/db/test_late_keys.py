@@ -1,0 +1,104 @@
+"""A key another transaction commits while a claim waits on it is read back, not lost.
+
+The claim statement inserts its keys and reads the ones already stored from its own
+snapshot. A key whose first claimer had not committed when that snapshot was taken is
+neither claimed (the insert waited, then found it) nor seen (the snapshot is older): the
+set-based writers read such keys again in a second statement. Here a transaction holds a
+key uncommitted, the claim starts and waits on it, and the holder then commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from uuid import UUID, uuid4
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from wallet_server.services import UnitOfWork
+from wallet_server.storage.repositories import StoredResponse
+
+PRINCIPAL = "partner:acme"
+STORED = {"error": {"status": "FAILED_PRECONDITION", "reason": "ACCOUNT_FROZEN", "message": "x"}}
+
+
+async def _hold_key(engine: AsyncEngine, request_id: UUID, method: str) -> AsyncConnection:
+    """A transaction that has stored ``request_id``'s record and not committed yet."""
+    conn = await engine.connect()
+    await conn.execute(
+        text(
+            "INSERT INTO idempotency_keys (principal, request_id, method, fingerprint, response) "
+            "VALUES (:p, :r, :m, '\\x07'::bytea, CAST(:response AS json))"
+        ),
+        {"p": PRINCIPAL, "r": request_id, "m": method, "response": json.dumps(STORED)},
+    )
+    return conn
+
+
+async def _until_a_claim_waits(engine: AsyncEngine) -> None:
+    """Until some statement waits on a lock while inserting idempotency keys."""
+    async with asyncio.timeout(10):
+        while True:
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                        "AND query LIKE '%INSERT INTO idempotency_keys%'"
+                    )
+                )
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_a_batch_reads_a_key_committed_while_its_claim_waited(
+    clean_db: AsyncEngine,
+) -> None:
+    method = "CreateTransfers/item"
+    late, fresh = uuid4(), uuid4()
+    holder = await _hold_key(clean_db, late, method)
+    try:
+        async with UnitOfWork(clean_db) as uow:
+            store = await uow.batches()
+            claim = asyncio.create_task(
+                store.claim_and_lock(
+                    principal=PRINCIPAL,
+                    method=method,
+                    keys={late: (b"\x01", None, None), fresh: (b"\x02", None, None)},
+                )
+            )
+            await _until_a_claim_waits(clean_db)
+            await holder.commit()
+            reads = await claim
+    finally:
+        await holder.close()
+    assert reads.stored == {late: StoredResponse(method, b"\x07", STORED)}
+
+
+async def test_a_transfer_group_reads_a_key_committed_while_its_claim_waited(
+    clean_db: AsyncEngine,
+) -> None:
+    method = "Transfer"
+    late, fresh = uuid4(), uuid4()
+    holder = await _hold_key(clean_db, late, method)
+    try:
+        async with UnitOfWork(clean_db) as uow:
+            store = await uow.movement_groups()
+            claim = asyncio.create_task(
+                store.claim_and_lock(
+                    keys={
+                        (PRINCIPAL, late): (method, b"\x01"),
+                        (PRINCIPAL, fresh): (method, b"\x02"),
+                    },
+                    account_ids=[],
+                    names=[],
+                )
+            )
+            await _until_a_claim_waits(clean_db)
+            await holder.commit()
+            reads = await claim
+    finally:
+        await holder.close()
+    assert reads.stored == {(PRINCIPAL, late): StoredResponse(method, b"\x07", STORED)}
