@@ -38,11 +38,12 @@ from wallet_server.storage.repositories._idempotency import StoredResponse
 #    balance_deltas). The locks depend on ``claimed``, so every key is claimed before the
 #    first account lock is taken.
 # Rows are tagged: 'c' claimed, 's' stored, 'a' account.
-# Stored keys are found by joining on the input's principal column, not on the principal as
-# a constant: statistics taken while the partner had few keys estimate a handful of rows for
-# it, and the planner then read every key the partner kept (a day's worth), per batch. (The
-# key array as an extra condition of that lookup was no better: inside a nested loop it is
-# sorted again for every key, a million comparisons for a batch of 1000.)
+# Stored keys are found by joining on the input's principal column (``input`` is used more
+# than once, so it is materialized and the planner does not see the constant in it), not on
+# the principal as a constant: statistics taken while the partner had few keys estimate a
+# handful of rows for it, and the planner then read every key the partner kept (a day's
+# worth), per batch. (The key array as an extra condition of that lookup was no better:
+# inside a nested loop it is sorted again for every key, a million comparisons for 1000.)
 _CLAIM_AND_LOCK = f"""
     WITH input AS (
         SELECT %(principal)b::text AS principal, k.request_id, k.fingerprint,
