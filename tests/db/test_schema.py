@@ -57,11 +57,37 @@ _SETUP = (
         ("UPDATE postings SET amount = amount + 1", psycopg.errors.InsufficientPrivilege),
         ("DELETE FROM postings", psycopg.errors.InsufficientPrivilege),
         ("UPDATE accounts SET posted = -1", psycopg.errors.CheckViolation),
+        ("DELETE FROM accounts", psycopg.errors.InsufficientPrivilege),
+        ("DELETE FROM transactions", psycopg.errors.InsufficientPrivilege),
+        (
+            "UPDATE accounts SET account_id = gen_random_uuid()",
+            psycopg.errors.InsufficientPrivilege,
+        ),
+        (
+            "UPDATE transactions SET transaction_id = gen_random_uuid()",
+            psycopg.errors.InsufficientPrivilege,
+        ),
+        # One good leg and one naming a missing transaction, then a missing account: the
+        # statement is refused as a whole.
+        (
+            "INSERT INTO postings (transaction_id, account_id, amount, currency) VALUES "
+            "('00000000-0000-0000-0000-0000000000cc', '00000000-0000-0000-0000-0000000000bb', "
+            "1, 'USD'), (gen_random_uuid(), '00000000-0000-0000-0000-0000000000bb', -1, 'USD')",
+            psycopg.errors.ForeignKeyViolation,
+        ),
+        (
+            "INSERT INTO postings (transaction_id, account_id, amount, currency) VALUES "
+            "('00000000-0000-0000-0000-0000000000cc', '00000000-0000-0000-0000-0000000000bb', "
+            "1, 'USD'), ('00000000-0000-0000-0000-0000000000cc', gen_random_uuid(), -1, 'USD')",
+            psycopg.errors.ForeignKeyViolation,
+        ),
     ],
 )
 def test_history_is_append_only_and_wallets_never_negative_even_by_direct_sql(
     database_url: str, statement: str, error: type[Exception]
 ) -> None:
+    """Postings name existing transactions and accounts (checked per statement), and those
+    are never deleted nor given another id."""
     with psycopg.connect(database_url) as conn:
         for setup in _SETUP:
             conn.execute(setup)

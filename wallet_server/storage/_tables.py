@@ -181,13 +181,9 @@ postings = Table(
     "postings",
     metadata,
     Column("posting_id", BigInteger, Identity(always=True), primary_key=True),
-    Column(
-        "transaction_id",
-        UUID(as_uuid=True),
-        ForeignKey("transactions.transaction_id"),
-        nullable=False,
-    ),
-    Column("account_id", UUID(as_uuid=True), ForeignKey("accounts.account_id"), nullable=False),
+    # Both checked once per inserting statement by a trigger, not by foreign keys (0005).
+    Column("transaction_id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", UUID(as_uuid=True), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", Text, nullable=False),
     _created_at(),

@@ -78,8 +78,9 @@ def account_from_row(row: Sequence[Any]) -> Account:
 
 # Posted transactions with their legs and balance changes: user accounts (locked by the
 # caller) are updated; a system account's change is appended to balance_deltas. The legs are
-# not joined to the inserted transactions: the foreign key checks them at the end of the
-# statement, and the join (a sort and a merge) cost about 25 ms of a 1000-item batch.
+# not joined to the inserted transactions: the postings trigger checks every leg's
+# transaction and account once the statement is done (migration 0005), and the join (a sort
+# and a merge) cost about 25 ms of a 1000-item batch.
 RECORD_POSTED = """
     tx AS (
         INSERT INTO transactions (transaction_id, kind, status, currency, amount,
