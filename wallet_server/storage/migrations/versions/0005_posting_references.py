@@ -1,11 +1,11 @@
 """New postings' transactions and accounts are checked once per statement, not leg by leg.
 
-The two foreign keys of ``postings`` ran one check per leg: in a 1000-item batch, 4,000
-checks and about 24 ms of its 60 ms ledger statement. A statement-level trigger now checks
-all the legs a statement inserted with two anti-joins over its transition table (about
-6 ms), and raises the foreign keys' error. What the foreign keys also guarded, that a named
-transaction or account stays, now holds for every one: accounts and transactions are never
-deleted and never change their id, like the history itself.
+The two foreign keys of ``postings`` ran one check per leg: 4,000 checks in a 1000-item
+batch, whose ledger statement took a median 66-96 ms with them against 47-59 ms with this
+trigger (alternating runs). The trigger checks all the legs a statement inserted with two
+anti-joins over its transition table, and raises the foreign keys' error. What the foreign
+keys also guarded, that a named transaction or account stays, now holds for every one:
+accounts and transactions are never deleted and never change their id, like the history.
 
 Revision ID: 0005
 Revises: 0004
