@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from wallet_server.services import UnitOfWork
-from wallet_server.storage.repositories import StoredResponse
+from wallet_server.storage.repositories import BatchReads, GroupReads, StoredResponse
+
+T = TypeVar("T")
 
 PRINCIPAL = "partner:acme"
 STORED = {"error": {"status": "FAILED_PRECONDITION", "reason": "ACCOUNT_FROZEN", "message": "x"}}
@@ -53,27 +57,40 @@ async def _until_a_claim_waits(engine: AsyncEngine) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _claimed_while_a_key_commits(
+    engine: AsyncEngine,
+    late: UUID,
+    method: str,
+    claim: Callable[[UnitOfWork], Coroutine[Any, Any, T]],
+) -> T:
+    """Run ``claim`` while another transaction holds ``late`` uncommitted, and commit that
+    transaction once the claim waits on it."""
+    holder = await _hold_key(engine, late, method)
+    try:
+        async with UnitOfWork(engine) as uow:
+            task = asyncio.create_task(claim(uow))
+            await _until_a_claim_waits(engine)
+            await holder.commit()
+            return await task
+    finally:
+        await holder.close()
+
+
 async def test_a_batch_reads_a_key_committed_while_its_claim_waited(
     clean_db: AsyncEngine,
 ) -> None:
     method = "CreateTransfers/item"
     late, fresh = uuid4(), uuid4()
-    holder = await _hold_key(clean_db, late, method)
-    try:
-        async with UnitOfWork(clean_db) as uow:
-            store = await uow.batches()
-            claim = asyncio.create_task(
-                store.claim_and_lock(
-                    principal=PRINCIPAL,
-                    method=method,
-                    keys={late: (b"\x01", None, None), fresh: (b"\x02", None, None)},
-                )
-            )
-            await _until_a_claim_waits(clean_db)
-            await holder.commit()
-            reads = await claim
-    finally:
-        await holder.close()
+
+    async def claim(uow: UnitOfWork) -> BatchReads:
+        store = await uow.batches()
+        return await store.claim_and_lock(
+            principal=PRINCIPAL,
+            method=method,
+            keys={late: (b"\x01", None, None), fresh: (b"\x02", None, None)},
+        )
+
+    reads = await _claimed_while_a_key_commits(clean_db, late, method, claim)
     assert reads.stored == {late: StoredResponse(method, b"\x07", STORED)}
 
 
@@ -82,23 +99,11 @@ async def test_a_transfer_group_reads_a_key_committed_while_its_claim_waited(
 ) -> None:
     method = "Transfer"
     late, fresh = uuid4(), uuid4()
-    holder = await _hold_key(clean_db, late, method)
-    try:
-        async with UnitOfWork(clean_db) as uow:
-            store = await uow.movement_groups()
-            claim = asyncio.create_task(
-                store.claim_and_lock(
-                    keys={
-                        (PRINCIPAL, late): (method, b"\x01"),
-                        (PRINCIPAL, fresh): (method, b"\x02"),
-                    },
-                    account_ids=[],
-                    names=[],
-                )
-            )
-            await _until_a_claim_waits(clean_db)
-            await holder.commit()
-            reads = await claim
-    finally:
-        await holder.close()
+
+    async def claim(uow: UnitOfWork) -> GroupReads:
+        store = await uow.movement_groups()
+        keys = {(PRINCIPAL, late): (method, b"\x01"), (PRINCIPAL, fresh): (method, b"\x02")}
+        return await store.claim_and_lock(keys=keys, account_ids=[], names=[])
+
+    reads = await _claimed_while_a_key_commits(clean_db, late, method, claim)
     assert reads.stored == {(PRINCIPAL, late): StoredResponse(method, b"\x07", STORED)}
