@@ -18,6 +18,7 @@ from wallet_server.domain import Account, Transaction
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
     LOCK_WANTED_ACCOUNTS,
+    READ_KEYS,
     RECORD_POSTED,
     STORE_RESPONSES,
     WANTED_ACCOUNT_ROWS,
@@ -25,6 +26,7 @@ from wallet_server.storage.repositories._bulk import (
     account_from_row,
     event_params,
     record_params,
+    response_params,
     with_statement,
 )
 from wallet_server.storage.repositories._idempotency import StoredResponse
@@ -77,14 +79,6 @@ _CLAIM_AND_LOCK = f"""
     FROM idempotency_keys AS k
     JOIN input ON input.principal = k.principal AND input.request_id = k.request_id
     {WANTED_ACCOUNT_ROWS}
-"""
-
-# Keys that a concurrent transaction committed after the claim statement's snapshot.
-_READ_KEYS = """
-    SELECT k.request_id, k.method, k.fingerprint, k.response
-    FROM idempotency_keys AS k
-    JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
-        ON i.principal = k.principal AND i.request_id = k.request_id
 """
 
 
@@ -161,10 +155,10 @@ class BatchRepository:
             if not pending:
                 return BatchReads(stored=stored, accounts=accounts)
             cur = await self._conn.execute(
-                _READ_KEYS,
+                READ_KEYS,
                 {"principals": [principal] * len(pending), "request_ids": list(pending)},
             )
-            for request_id, key_method, fingerprint, response in await cur.fetchall():
+            for _, request_id, key_method, fingerprint, response in await cur.fetchall():
                 pending.pop(request_id, None)
                 stored[request_id] = StoredResponse(key_method, bytes(fingerprint), response)
             if not pending:
@@ -187,10 +181,9 @@ class BatchRepository:
         params: dict[str, Any] = {}
         if writes.responses:
             parts.append(STORE_RESPONSES)
-            ordered = sorted(writes.responses)  # the order concurrent claimers wait in
-            params["response_principals"] = [writes.initiator] * len(ordered)
-            params["response_request_ids"] = ordered
-            params["responses"] = [writes.responses[k] for k in ordered]
+            params.update(
+                response_params({(writes.initiator, k): v for k, v in writes.responses.items()})
+            )
         if writes.events:
             parts.append(APPEND_EVENTS)
             params.update(event_params(writes.events))

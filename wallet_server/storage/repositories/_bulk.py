@@ -159,9 +159,19 @@ def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]
     }
 
 
-# Remembered responses of keys claimed earlier in the transaction. Each row names its
-# principal: with one constant principal, statistics taken while that caller had few keys
-# can make the planner read every key the caller kept (a day's worth) for each statement.
+# Keys are found by (principal, request_id) pairs from the parameters, never by a constant
+# principal: statistics taken while a caller had few keys can make the planner read every
+# key the caller kept (a day's worth) for each statement.
+
+# Keys that a concurrent transaction committed after a claim statement's snapshot.
+READ_KEYS = """
+    SELECT k.principal, k.request_id, k.method, k.fingerprint, k.response
+    FROM idempotency_keys AS k
+    JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
+        ON i.principal = k.principal AND i.request_id = k.request_id
+"""
+
+# Remembered responses of keys claimed earlier in the transaction.
 STORE_RESPONSES = """
     responses AS (
         UPDATE idempotency_keys AS k SET response = r.response
@@ -169,6 +179,17 @@ STORE_RESPONSES = """
             %(responses)b::text[]::json[]) AS r(principal, request_id, response)
         WHERE k.principal = r.principal AND k.request_id = r.request_id
     )"""
+
+
+def response_params(responses: dict[tuple[str, UUID], str]) -> dict[str, list[Any]]:
+    """Parameters of ``STORE_RESPONSES`` for (principal, request_id) -> JSON text, in key
+    order (the order concurrent claimers wait in)."""
+    ordered = sorted(responses)
+    return {
+        "response_principals": [p for p, _ in ordered],
+        "response_request_ids": [r for _, r in ordered],
+        "responses": [responses[k] for k in ordered],
+    }
 
 
 # Outbox rows, in order.

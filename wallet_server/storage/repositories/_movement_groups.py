@@ -18,6 +18,7 @@ from wallet_server.storage.repositories._audit import NewAuditEntry
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
     LOCK_WANTED_ACCOUNTS,
+    READ_KEYS,
     RECORD_POSTED,
     STORE_RESPONSES,
     WANTED_ACCOUNT_ROWS,
@@ -25,6 +26,7 @@ from wallet_server.storage.repositories._bulk import (
     account_from_row,
     event_params,
     record_params,
+    response_params,
     with_statement,
 )
 from wallet_server.storage.repositories._idempotency import StoredResponse
@@ -82,14 +84,6 @@ _CLAIM_AND_LOCK = f"""
         n.account_id, NULL, n.currency, NULL, NULL, NULL, NULL, NULL, NULL
     FROM named AS n
     {WANTED_ACCOUNT_ROWS}
-"""
-
-# Keys that a concurrent transaction committed after the claim statement's snapshot.
-_READ_KEYS = """
-    SELECT k.principal, k.request_id, k.method, k.fingerprint, k.response
-    FROM idempotency_keys AS k
-    JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
-        ON i.principal = k.principal AND i.request_id = k.request_id
 """
 
 # Claims of calls refused for bad input: such refusals are not remembered.
@@ -202,7 +196,7 @@ class MovementGroupRepository:
     async def _read_late(self, keys: set[IdempotencyKey]) -> dict[IdempotencyKey, StoredResponse]:
         """Keys a concurrent transaction took and committed while the claim waited on it."""
         cur = await self._conn.execute(
-            _READ_KEYS,
+            READ_KEYS,
             {"principals": [p for p, _ in keys], "request_ids": [r for _, r in keys]},
         )
         found = {
@@ -222,7 +216,7 @@ class MovementGroupRepository:
             params.update(record_params(writes.transactions))
         if writes.responses:
             parts.append(STORE_RESPONSES)
-            params.update(_response_params(writes.responses))
+            params.update(response_params(writes.responses))
         if writes.released:
             parts.append(_RELEASE_KEYS)
             params["released_principals"] = [p for p, _ in writes.released]
@@ -236,15 +230,6 @@ class MovementGroupRepository:
         if parts:
             # Data-modifying CTEs all run to completion, referenced or not.
             await self._conn.execute(with_statement(*parts), params)
-
-
-def _response_params(responses: dict[IdempotencyKey, str]) -> dict[str, list[Any]]:
-    ordered = sorted(responses)
-    return {
-        "response_principals": [p for p, _ in ordered],
-        "response_request_ids": [r for _, r in ordered],
-        "responses": [responses[k] for k in ordered],
-    }
 
 
 def _audit_params(entries: Sequence[NewAuditEntry]) -> dict[str, list[Any]]:
