@@ -79,34 +79,38 @@ async def _stale_statistics_for_a_busy_partner(engine: AsyncEngine) -> None:
                 await conn.execute(text("ANALYZE idempotency_keys"))
 
 
-async def test_a_batch_claims_and_answers_its_keys_without_reading_the_others(
+async def test_a_batch_reads_and_stores_its_keys_without_reading_the_others(
     clean_db: AsyncEngine, plan_cache_mode: str
 ) -> None:
     await _stale_statistics_for_a_busy_partner(clean_db)
-    keys: dict[UUID, tuple[bytes, UUID | None, UUID | None]] = {
-        uuid4(): (b"\x01", None, None) for _ in range(BATCH)
+    keys: dict[UUID, tuple[UUID | None, UUID | None]] = {
+        uuid4(): (None, None) for _ in range(BATCH)
     }
     async with UnitOfWork(clean_db) as uow:
         await _plan(uow, plan_cache_mode)
         store = await uow.batches()
         before = await _keys_read(uow)
-        reads = await store.claim_and_lock(principal=PRINCIPAL, method="m", keys=keys)
+        reads = await store.read_and_lock(principal=PRINCIPAL, keys=keys)
         assert reads.stored == {}
-        claimed = await _keys_read(uow)
+        read = await _keys_read(uow)
         await store.write(
-            BatchWrites(initiator=PRINCIPAL, responses=dict.fromkeys(keys, '{"result": 1}'))
+            BatchWrites(
+                initiator=PRINCIPAL,
+                method="m",
+                item_keys=dict.fromkeys(keys, (b"\x01", '{"result": 1}')),
+            )
         )
-        answered = await _keys_read(uow)
+        stored = await _keys_read(uow)
         await uow.commit()
     # Each phase may read each of the batch's keys (and index entries) a few times, but
     # never the partner's other 20,000.
-    assert claimed - before <= 2 * BATCH
-    assert answered - claimed <= 2 * BATCH
+    assert read - before <= 2 * BATCH
+    assert stored - read <= 2 * BATCH
     async with clean_db.connect() as conn:
-        stored = await conn.scalar(
+        answered = await conn.scalar(
             text("SELECT count(*) FROM idempotency_keys WHERE response::text = '{\"result\": 1}'")
         )
-    assert stored == BATCH
+    assert answered == BATCH
 
 
 async def test_a_transfer_group_claims_and_answers_its_keys_without_reading_the_others(

@@ -1,10 +1,12 @@
-"""A key another transaction commits while a claim waits on it is read back, not lost.
+"""A key another transaction commits while a set-based writer waits on it is not lost.
 
-The claim statement inserts its keys and reads the ones already stored from its own
-snapshot. A key whose first claimer had not committed when that snapshot was taken is
-neither claimed (the insert waited, then found it) nor seen (the snapshot is older): the
-set-based writers read such keys again in a second statement. Here a transaction holds a
-key uncommitted, the claim starts and waits on it, and the holder then commits.
+A transfer group's claim statement inserts its keys and reads the ones already stored from
+its own snapshot. A key whose first claimer had not committed when that snapshot was taken
+is neither claimed (the insert waited, then found it) nor seen (the snapshot is older): the
+group reads such keys again in a second statement. A partner batch reads its item keys first
+and stores them when it is done: a key stored in between is found by that insert. Here a
+transaction holds a key uncommitted, the writer starts and waits on it, and the holder then
+commits.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from uuid import UUID, uuid4
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tests.db.conftest import Ledger
+from tests.db.test_batch import batch, item, settlement
+from tests.ledger_checks import ledger_violations
+from wallet_server import services
 from wallet_server.services import UnitOfWork
-from wallet_server.storage.repositories import BatchReads, GroupReads, StoredResponse
+from wallet_server.services._batch import _digests
+from wallet_server.storage.repositories import GroupReads, StoredResponse
 
 T = TypeVar("T")
 
@@ -27,15 +34,28 @@ PRINCIPAL = "partner:acme"
 STORED = {"error": {"status": "FAILED_PRECONDITION", "reason": "ACCOUNT_FROZEN", "message": "x"}}
 
 
-async def _hold_key(engine: AsyncEngine, request_id: UUID, method: str) -> AsyncConnection:
+async def _hold_key(
+    engine: AsyncEngine,
+    request_id: UUID,
+    method: str,
+    *,
+    principal: str = PRINCIPAL,
+    fingerprint: bytes = b"\x07",
+) -> AsyncConnection:
     """A transaction that has stored ``request_id``'s record and not committed yet."""
     conn = await engine.connect()
     await conn.execute(
         text(
             "INSERT INTO idempotency_keys (principal, request_id, method, fingerprint, response) "
-            "VALUES (:p, :r, :m, '\\x07'::bytea, CAST(:response AS json))"
+            "VALUES (:p, :r, :m, :f, CAST(:response AS json))"
         ),
-        {"p": PRINCIPAL, "r": request_id, "m": method, "response": json.dumps(STORED)},
+        {
+            "p": principal,
+            "r": request_id,
+            "m": method,
+            "f": fingerprint,
+            "response": json.dumps(STORED),
+        },
     )
     return conn
 
@@ -76,22 +96,42 @@ async def _claimed_while_a_key_commits(
         await holder.close()
 
 
-async def test_a_batch_reads_a_key_committed_while_its_claim_waited(
-    clean_db: AsyncEngine,
+async def test_a_batch_item_key_stored_while_the_batch_runs_replays_that_outcome(
+    ledger: Ledger, uow: Callable[[], UnitOfWork], clean_db: AsyncEngine
 ) -> None:
-    method = "CreateTransfers/item"
-    late, fresh = uuid4(), uuid4()
+    """A batch reads its item keys without waiting and stores them when it is done. A key
+    another transaction stores in between is found then: the batch runs again and that item
+    replays the other transaction's outcome; its money does not move."""
+    partner = await ledger.partner("acme")
+    source = await settlement(uow, partner)
+    alice = await ledger.user("alice")
+    account = await ledger.account(alice)
+    late, fresh = item(source, account, 30), item(source, account, 5)
+    cmd = batch(partner, [late, fresh])
+    _, digests = _digests(cmd)
 
-    async def claim(uow: UnitOfWork) -> BatchReads:
-        store = await uow.batches()
-        return await store.claim_and_lock(
-            principal=PRINCIPAL,
-            method=method,
-            keys={late: (b"\x01", None, None), fresh: (b"\x02", None, None)},
-        )
+    holder = await _hold_key(
+        clean_db,
+        late.request_id,
+        "CreateTransfers/item",
+        principal=partner.key,
+        fingerprint=digests[late.request_id],
+    )
+    try:
+        task = asyncio.ensure_future(services.create_transfers(cmd, uow()))
+        await _until_a_claim_waits(clean_db)
+        await holder.commit()
+        result = await task
+    finally:
+        await holder.close()
 
-    reads = await _claimed_while_a_key_commits(clean_db, late, method, claim)
-    assert reads.stored == {late: StoredResponse(method, b"\x07", STORED)}
+    first, second = result.results
+    assert first.transaction is None
+    assert first.error is not None
+    assert (first.error.reason, first.error.code) == ("ACCOUNT_FROZEN", "FAILED_PRECONDITION")
+    assert second.transaction is not None
+    assert await ledger.balance(alice, account) == 5
+    assert await ledger_violations(clean_db) == []
 
 
 async def test_a_transfer_group_reads_a_key_committed_while_its_claim_waited(

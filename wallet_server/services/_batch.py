@@ -3,17 +3,19 @@
 A partner pays up to 1000 users in one call, from its own settlement accounts (the proto
 contract: any other source is NOT_FOUND) to user accounts (any other destination is
 NOT_FOUND, as for a deposit). The whole batch takes a fixed number of statements whatever
-its size, on the driver connection with binary parameters: one claims every item's
-idempotency key and locks the accounts of the items it claimed (sorted, so concurrent
-batches and single transfers cannot deadlock); each item is then decided in order in memory
-against the running balances; one more writes every posted transaction with its legs and
-balance changes, started before the documents are serialized, and a last one the items'
-remembered outcomes, the batch's own response and the events.
+its size, on the driver connection with binary parameters: one reads the items' stored
+idempotency records and locks the accounts of the items not seen before (sorted, so
+concurrent batches and single transfers cannot deadlock); each item is then decided in order
+in memory against the running balances; one more writes every posted transaction with its
+legs and balance changes, started before the documents are serialized, and a last one
+stores the items' keys with their outcomes, the batch's own response and the events.
 
 Idempotency works at two levels, both scoped to the partner: the batch's ``request_id``
 replays the whole response; each item's ``request_id`` replays that item's original outcome
 (success or business refusal) in any later batch. An atomic batch that fails applies
-nothing and claims no item key, so its items can be sent again.
+nothing and stores no item key, so its items can be sent again. An item key that a
+concurrent call stores while the batch runs makes the whole batch run again, and that item
+then replays the other call's outcome.
 """
 
 from __future__ import annotations
@@ -286,18 +288,15 @@ async def _execute(
     async with contextlib.AsyncExitStack() as stack:
         # An atomic batch that fails must leave no trace but its own (batch-level) record.
         savepoint = await stack.enter_async_context(uow.savepoint()) if cmd.atomic else None
-        reads = await store.claim_and_lock(
+        reads = await store.read_and_lock(
             principal=principal,
-            method=_ITEM_METHOD,
             keys={
-                i.request_id: (digests[i.request_id], i.from_account_id, i.to_account_id)
-                for i in items
-                if not i.invalid
+                i.request_id: (i.from_account_id, i.to_account_id) for i in items if not i.invalid
             },
         )
         prior = reads.stored
         outcomes: list[Outcome | None] = []
-        fresh: list[int] = []  # items decided now (their keys were claimed above)
+        fresh: list[int] = []  # items decided now (their keys are stored with the outcome)
         for index, item in enumerate(items):
             if item.invalid:
                 outcomes.append(
@@ -309,7 +308,7 @@ async def _execute(
                 outcomes.append(None)
                 fresh.append(index)
 
-        running = dict(reads.accounts)  # those of the fresh items, locked by the claim
+        running = dict(reads.accounts)  # those of the fresh items, locked by the read
         now = uow.now()
         posted: list[tuple[Transaction, dict[UUID, Account]]] = []
         decided: dict[UUID, Outcome] = {}
@@ -353,7 +352,7 @@ async def _execute(
     transactions = [tx for tx, _ in posted]
     recording = asyncio.create_task(store.record(initiator=principal, transactions=transactions))
     try:
-        writes = await _documents(cmd, result, posted, decided)
+        writes = await _documents(cmd, result, posted, decided, digests)
     except BaseException:
         # The connection is the statement's until it ends. What stopped the documents is what
         # the call raises: a cancellation must not become a conflict that gets retried.
@@ -376,20 +375,22 @@ async def _documents(
     result: BatchResult,
     posted: list[tuple[Transaction, dict[UUID, Account]]],
     decided: dict[UUID, Outcome],
+    digests: dict[UUID, bytes],
 ) -> BatchWrites:
-    """The stored responses (each decided item's and the batch's) and the events, as JSON
-    text in the formats single calls store."""
-    writes = BatchWrites(initiator=cmd.caller.key)
+    """The stored responses (each decided item's, with its key, and the batch's) and the
+    events, as JSON text in the formats single calls store."""
+    writes = BatchWrites(initiator=cmd.caller.key, method=_ITEM_METHOD)
     for count, (tx, changed) in enumerate(posted, 1):
         event = transaction_event(EventType.TRANSACTION_CREATED, tx, changed)
         writes.events.append(event_row(event))
         if count % _ITEMS_PER_TURN == 0:
             await asyncio.sleep(0)
     for request_id, outcome in decided.items():
-        writes.responses[request_id] = (
+        writes.item_keys[request_id] = (
+            digests[request_id],
             success_response(outcome)
             if isinstance(outcome, Transaction)
-            else stored_refusal(outcome.code, outcome.reason, outcome.message)
+            else stored_refusal(outcome.code, outcome.reason, outcome.message),
         )
     writes.responses[cmd.request_id] = success_response(result)
     return writes

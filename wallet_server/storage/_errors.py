@@ -9,12 +9,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
 
-def is_retryable_conflict(exc: BaseException) -> bool:
-    """A serialization failure or deadlock: the whole transaction may simply run again.
+class KeyTakenMeanwhile(Exception):
+    """A transaction that read its idempotency keys as unused and stores them when it is
+    done found one stored by a concurrent transaction in between. Run again, it replays
+    that key's outcome."""
 
-    Both forms count: wrapped by the SQL toolkit, or raised by the driver itself on the hot
-    paths that use the driver connection directly."""
-    return isinstance(exc, _RETRYABLE) or (
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """A serialization failure, a deadlock or a key taken meanwhile: the whole transaction
+    may simply run again.
+
+    The database's own come in two forms, both counted: wrapped by the SQL toolkit, or
+    raised by the driver itself on the hot paths that use the driver connection directly."""
+    return isinstance(exc, (*_RETRYABLE, KeyTakenMeanwhile)) or (
         isinstance(exc, DBAPIError) and isinstance(exc.orig, _RETRYABLE)
     )
 

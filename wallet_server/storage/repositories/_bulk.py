@@ -15,13 +15,13 @@ from wallet_server.domain import Account, AccountKind, Transaction
 
 
 @cache
-def with_statement(*ctes: str) -> str:
-    """``WITH a, b, c SELECT 1`` with runs of whitespace folded.
+def with_statement(*ctes: str, select: str = "1") -> str:
+    """``WITH a, b, c SELECT 1`` (or ``SELECT <select>``) with runs of whitespace folded.
 
     psycopg caches a query's placeholder parsing only for texts up to 4096 characters; the
     folded statements stay under that, so each shape is parsed once per process.
     """
-    return " ".join(("WITH " + ", ".join(ctes) + " SELECT 1").split())
+    return " ".join(("WITH " + ", ".join(ctes) + " SELECT " + select).split())
 
 
 ACCOUNT_COLUMNS = (
@@ -30,16 +30,21 @@ ACCOUNT_COLUMNS = (
 )
 
 
-# The accounts of a claim statement's ``wanted`` CTE: user accounts locked in id order, like
-# every other writer, system accounts read without a lock (their changes go to
-# balance_deltas). The count over ``claimed`` makes every key claim come before the first
-# account lock, so a claimer never waits for a key while it holds account locks.
-LOCK_WANTED_ACCOUNTS = f"""
+def lock_wanted_accounts(after: str = "") -> str:
+    """CTEs ``locked`` and ``system``: the accounts of a claim statement's ``wanted`` CTE.
+
+    User accounts are locked in id order, like every other writer; system accounts are read
+    without a lock (their changes go to balance_deltas). ``after`` names a CTE that must run
+    to completion before the first lock is taken: with the CTE that claims the keys, a
+    claimer never waits for a key while it holds account locks.
+    """
+    gate = f"AND (SELECT count(*) FROM {after}) >= 0" if after else ""
+    return f"""
     locked AS (
         SELECT {ACCOUNT_COLUMNS}
         FROM accounts AS a
         WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind = 'user'
-            AND (SELECT count(*) FROM claimed) >= 0
+            {gate}
         ORDER BY a.account_id
         FOR UPDATE OF a
     ),
@@ -48,6 +53,7 @@ LOCK_WANTED_ACCOUNTS = f"""
         FROM accounts AS a
         WHERE a.account_id = ANY(ARRAY(SELECT account_id FROM wanted)) AND a.kind <> 'user'
     )"""
+
 
 # The rows tagged 'a' that report those accounts (columns 6 to 14 of a claim statement).
 WANTED_ACCOUNT_ROWS = """

@@ -17,7 +17,6 @@ from wallet_server.domain import Account, Transaction
 from wallet_server.storage.repositories._audit import NewAuditEntry
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
-    LOCK_WANTED_ACCOUNTS,
     READ_KEYS,
     RECORD_POSTED,
     STORE_RESPONSES,
@@ -25,6 +24,7 @@ from wallet_server.storage.repositories._bulk import (
     EventText,
     account_from_row,
     event_params,
+    lock_wanted_accounts,
     record_params,
     response_params,
     with_statement,
@@ -69,7 +69,7 @@ _CLAIM_AND_LOCK = f"""
         UNION
         SELECT account_id FROM named
     ),
-    {LOCK_WANTED_ACCOUNTS}
+    {lock_wanted_accounts(after="claimed")}
     SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::json,
         NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
         NULL::bigint, NULL::boolean, NULL::timestamptz
