@@ -9,7 +9,6 @@ test mixes in user-to-user transfers so that "no negative wallet" is still at st
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +39,7 @@ from wallet_server.services._batch import _digests
 from wallet_server.services._codec import decode_as, encode
 from wallet_server.services._events import event_row
 from wallet_server.services._idempotency import fingerprint, success_response
+from wallet_server.storage import KeysChangedMeanwhile
 from wallet_server.storage.repositories import BatchRepository
 
 UowFactory = Callable[[], services.UnitOfWork]
@@ -332,6 +332,87 @@ async def test_batch_replay_returns_the_original_response_and_executes_nothing(
     assert await snapshot(clean_db) == before
 
 
+async def test_a_batch_replay_rebuilds_every_kind_of_item_outcome(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    """Outcomes stored under the items' own keys in the batch's transaction are read from
+    there; the others (malformed items, items replayed from earlier calls, a failed atomic
+    batch's items) are kept in the batch's record."""
+    w = world
+    earlier = item(w.s, w.b, 9)
+    await services.create_transfers(batch(w.partner, [earlier]), uow())
+    malformed = services.BatchTransfer(uuid4(), None, None, None, "", invalid="bad amount")
+    paid, refused = item(w.s, w.a, 100), item(w.s, uuid4(), 5)
+    cmd = batch(w.partner, [paid, malformed, earlier, refused])
+    failed = batch(w.partner, [item(w.s, w.a, 1), item(w.s, uuid4(), 2), malformed], atomic=True)
+    first = await services.create_transfers(cmd, uow())
+    first_failed = await services.create_transfers(failed, uow())
+    before = await snapshot(clean_db)
+
+    assert await services.create_transfers(cmd, uow()) == first
+    assert await services.create_transfers(failed, uow()) == first_failed
+    assert [outcome(r) for r in first.results] == [
+        "OK",
+        Reason.INVALID_ARGUMENT,
+        "OK",
+        Reason.NOT_FOUND,
+    ]
+    assert [outcome(r) for r in first_failed.results] == [
+        Reason.ABORTED,
+        Reason.NOT_FOUND,
+        Reason.INVALID_ARGUMENT,
+    ]
+    assert await snapshot(clean_db) == before
+    records = {
+        key: await count(
+            clean_db,
+            f"SELECT json_array_length(response -> 'batch') FROM idempotency_keys "
+            f"WHERE request_id = '{key}'",
+        )
+        for key in (cmd.request_id, failed.request_id)
+    }
+    assert records == {cmd.request_id: 4, failed.request_id: 3}
+
+
+async def test_a_batch_recorded_whole_still_replays(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    """Records written before batches pointed to their items' keys hold the whole result."""
+    w = world
+    cmd = batch(w.partner, [item(w.s, w.a, 100), item(w.s, uuid4(), 5)])
+    first = await services.create_transfers(cmd, uow())
+    async with clean_db.begin() as conn:
+        await conn.execute(
+            text("UPDATE idempotency_keys SET response = CAST(:r AS json) WHERE request_id = :k"),
+            {"r": success_response(first), "k": cmd.request_id},
+        )
+        await conn.execute(
+            text("DELETE FROM idempotency_keys WHERE request_id = ANY(:items)"),
+            {"items": [i.request_id for i in cmd.transfers]},
+        )
+    before = await snapshot(clean_db)
+
+    assert await services.create_transfers(cmd, uow()) == first
+    assert await snapshot(clean_db) == before
+
+
+async def test_item_keys_missing_under_a_batch_record_are_reported_as_changed(
+    world: World, uow: UowFactory
+) -> None:
+    """Keys stored together are purged together: an item key missing while its batch's key
+    is there was purged in between, and the call must run again."""
+    w = world
+    items = [item(w.s, w.a, 100), item(w.s, w.b, 5)]
+    await services.create_transfers(batch(w.partner, items), uow())
+    async with uow() as u:
+        store = await u.batches()
+        ids = [i.request_id for i in items]
+        stored = await store.stored_with_batch(principal=w.partner.key, request_ids=ids)
+        assert set(stored) == set(ids)
+        with pytest.raises(KeysChangedMeanwhile):
+            await store.stored_with_batch(principal=w.partner.key, request_ids=[*ids, uuid4()])
+
+
 async def test_items_replay_their_original_outcome_in_later_batches(
     world: World, uow: UowFactory, clean_db: AsyncEngine
 ) -> None:
@@ -609,8 +690,8 @@ async def test_an_item_sent_in_concurrent_batches_is_applied_once(
 async def test_stored_responses_and_events_have_the_single_call_format(
     world: World, uow: UowFactory, clean_db: AsyncEngine
 ) -> None:
-    """What a batch stores for its items, itself and its events is what single calls store
-    (the generic encoding)."""
+    """What a batch stores for its items and its events is what single calls store (the
+    generic encoding); its own record points to its items' keys."""
     w = world
     memo = 'quotes " and \\ and ünïcode'
     items = [
@@ -636,7 +717,7 @@ async def test_stored_responses_and_events_have_the_single_call_format(
                 )
             )
         ]
-    assert stored[cmd.request_id] == json.loads(success_response(result))
+    assert stored[cmd.request_id] == {"batch": [{"request_id": str(i.request_id)} for i in items]}
     first, refused, third = result.results
     assert first.transaction is not None
     assert third.transaction is not None

@@ -9,14 +9,18 @@ from wallet_server.storage._engine import (
     schema_is_current,
     sqlalchemy_url,
 )
-from wallet_server.storage._errors import KeyTakenMeanwhile, is_retryable_conflict, is_unavailable
+from wallet_server.storage._errors import (
+    KeysChangedMeanwhile,
+    is_retryable_conflict,
+    is_unavailable,
+)
 from wallet_server.storage._notifications import OUTBOX_CHANNEL, libpq_url, listen_forever
 from wallet_server.storage._tables import metadata
 
 __all__ = [
     "OUTBOX_CHANNEL",
     "Driver",
-    "KeyTakenMeanwhile",
+    "KeysChangedMeanwhile",
     "connection_limit",
     "connections_per_process",
     "create_engine",

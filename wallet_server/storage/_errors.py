@@ -9,19 +9,19 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
 
-class KeyTakenMeanwhile(Exception):
-    """A transaction that read its idempotency keys as unused and stores them when it is
-    done found one stored by a concurrent transaction in between. Run again, it replays
-    that key's outcome."""
+class KeysChangedMeanwhile(Exception):
+    """Idempotency keys a transaction read changed before it used them: one it read as
+    unused was stored by a concurrent transaction (run again, it replays that key's
+    outcome), or one it needs was purged (run again, it sees the purge whole)."""
 
 
 def is_retryable_conflict(exc: BaseException) -> bool:
-    """A serialization failure, a deadlock or a key taken meanwhile: the whole transaction
+    """A serialization failure, a deadlock or keys changed meanwhile: the whole transaction
     may simply run again.
 
     The database's own come in two forms, both counted: wrapped by the SQL toolkit, or
     raised by the driver itself on the hot paths that use the driver connection directly."""
-    return isinstance(exc, (*_RETRYABLE, KeyTakenMeanwhile)) or (
+    return isinstance(exc, (*_RETRYABLE, KeysChangedMeanwhile)) or (
         isinstance(exc, DBAPIError) and isinstance(exc.orig, _RETRYABLE)
     )
 

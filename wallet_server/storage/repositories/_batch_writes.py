@@ -10,7 +10,7 @@ database writes the transactions.
 Item keys are stored once, with their responses, when the batch is decided, not claimed
 first and answered later: a key is one insert instead of an insert and an update (and
 leaves no dead row). A key that a concurrent transaction stores in between makes the
-write raise :class:`KeyTakenMeanwhile`; the batch then runs again and replays that key.
+write raise :class:`KeysChangedMeanwhile`; the batch then runs again and replays that key.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 from uuid import UUID
 
 from wallet_server.domain import Account, Transaction
-from wallet_server.storage._errors import KeyTakenMeanwhile
+from wallet_server.storage._errors import KeysChangedMeanwhile
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
+    READ_KEYS,
     RECORD_POSTED,
     STORE_RESPONSES,
     WANTED_ACCOUNT_ROWS,
@@ -149,6 +150,28 @@ class BatchRepository:
                 stored[row[1]] = StoredResponse(row[2], bytes(row[3]), row[4])
         return BatchReads(stored=stored, accounts=accounts)
 
+    async def stored_with_batch(
+        self, *, principal: str, request_ids: Sequence[UUID]
+    ) -> dict[UUID, StoredResponse]:
+        """The records of item keys that a batch stored with its own, which it was read by.
+
+        Keys stored in one transaction are purged together, by one statement; any missing
+        here went with the batch's own since it was read, and :class:`KeysChangedMeanwhile`
+        says so (run again, the call finds the batch's key gone too).
+        """
+        if not request_ids:
+            return {}
+        cur = await self._conn.execute(
+            READ_KEYS, {"principals": [principal] * len(request_ids), "request_ids": request_ids}
+        )
+        stored = {
+            request_id: StoredResponse(method, bytes(fingerprint), response)
+            for _, request_id, method, fingerprint, response in await cur.fetchall()
+        }
+        if len(stored) != len(set(request_ids)):
+            raise KeysChangedMeanwhile("item keys purged since their batch's key was read")
+        return stored
+
     async def record(self, *, initiator: str, transactions: Sequence[Transaction]) -> None:
         """Write posted transactions with their legs and balance changes, in one statement."""
         if transactions:
@@ -161,7 +184,7 @@ class BatchRepository:
         """Store the keys and responses and append the events, in one statement (the caller
         then commits).
 
-        Raises :class:`KeyTakenMeanwhile` when a concurrent transaction stored one of the
+        Raises :class:`KeysChangedMeanwhile` when a concurrent transaction stored one of the
         item keys after :meth:`read_and_lock` read them: the transaction must roll back.
         """
         parts: list[str] = []
@@ -191,4 +214,6 @@ class BatchRepository:
         cur = await self._conn.execute(with_statement(*parts, select=select), params)
         row = await cur.fetchone()
         if row[0] != len(writes.item_keys):
-            raise KeyTakenMeanwhile(f"{len(writes.item_keys) - row[0]} item keys taken meanwhile")
+            raise KeysChangedMeanwhile(
+                f"{len(writes.item_keys) - row[0]} item keys stored meanwhile"
+            )
