@@ -501,12 +501,12 @@ async def test_a_failure_while_the_ledger_rows_are_written_leaves_nothing(
     before = await snapshot(clean_db)
     calls = 0
 
-    def failing_event_row(*args: Any) -> Any:
+    def failing_event_row(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 250:  # after the documents have yielded to the loop twice
             raise RuntimeError("boom")
-        return event_row(*args)
+        return event_row(*args, **kwargs)
 
     monkeypatch.setattr("wallet_server.services._batch.event_row", failing_event_row)
     engine = create_async_engine(clean_db.url, pool_size=1, max_overflow=0)
@@ -543,13 +543,13 @@ async def test_a_call_cancelled_while_its_ledger_rows_fail_stays_cancelled(
     call: asyncio.Task[services.BatchResult] | None = None
     rows = 0
 
-    def cancelling_event_row(*args: Any) -> Any:
+    def cancelling_event_row(*args: Any, **kwargs: Any) -> Any:
         nonlocal rows
         rows += 1
         if rows == 50:  # the cancellation arrives when the documents next yield
             assert call is not None
             call.cancel()
-        return event_row(*args)
+        return event_row(*args, **kwargs)
 
     monkeypatch.setattr(BatchRepository, "record", conflicting_record)
     monkeypatch.setattr("wallet_server.services._batch.event_row", cancelling_event_row)

@@ -27,7 +27,7 @@ from wallet_server.domain import (
     UserPrincipal,
 )
 from wallet_server.services import Transfer
-from wallet_server.services._codec import decode_as, encode, to_json
+from wallet_server.services._codec import decode_as, embedded, encode, fields_of, to_json
 from wallet_server.services._idempotency import fingerprint
 
 
@@ -101,6 +101,13 @@ def test_stored_documents_say_what_the_encoding_says(memo: str, amount: int) -> 
         assert json.loads(to_json(value)) == json.loads(json.dumps(encode(value)))
     assert json.loads(to_json({"result": exchange})) == {"result": encode(exchange)}
     assert decode_as(LedgerEvent, json.loads(to_json(event))) == event
+    # A value serialized once and embedded is written byte for byte as it would be in place.
+    shared = embedded(exchange)
+    assert to_json({"result": shared}) == to_json({"result": exchange})
+    assert to_json(fields_of(event, transaction=shared)) == to_json(event)
+    # The same instant in UTC and in another zone keeps its own spelling.
+    same_instant = [created, created.astimezone(timezone(timedelta(hours=1))), created]
+    assert json.loads(to_json(same_instant)) == [t.isoformat() for t in same_instant]
 
 
 def _transfer(**overrides: object) -> Transfer:

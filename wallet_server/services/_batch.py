@@ -51,7 +51,7 @@ from wallet_server.domain import (
 )
 from wallet_server.services._accounts import account_not_found
 from wallet_server.services._call import note_resources
-from wallet_server.services._codec import decode_as, encode, to_json
+from wallet_server.services._codec import decode_as, embedded, encode, to_json
 from wallet_server.services._events import event_row
 from wallet_server.services._idempotency import (
     REMEMBERED_ERRORS,
@@ -429,15 +429,17 @@ async def _documents(
     """The stored responses (each decided item's, with its key, and the batch's) and the
     events, as JSON text in the formats single calls store."""
     writes = BatchWrites(initiator=cmd.caller.key, method=_ITEM_METHOD)
+    serialized: dict[UUID, Any] = {}  # each transaction once, for its response and event
     for count, (tx, changed) in enumerate(posted, 1):
+        serialized[tx.transaction_id] = text = embedded(tx)
         event = transaction_event(EventType.TRANSACTION_CREATED, tx, changed)
-        writes.events.append(event_row(event))
+        writes.events.append(event_row(event, transaction=text))
         if count % _ITEMS_PER_TURN == 0:
             await asyncio.sleep(0)
     for request_id, outcome in decided.items():
         writes.item_keys[request_id] = (
             digests[request_id],
-            success_response(outcome)
+            success_response(serialized[outcome.transaction_id])
             if isinstance(outcome, Transaction)
             else stored_refusal(outcome.code, outcome.reason, outcome.message),
         )
