@@ -687,6 +687,33 @@ async def test_an_item_sent_in_concurrent_batches_is_applied_once(
     assert await ledger_violations(clean_db) == []
 
 
+async def test_a_key_sent_at_once_in_a_batch_and_in_a_single_call_applies_once(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
+) -> None:
+    """A batch locks its accounts before it stores its keys, a single call the other way
+    round: the two can deadlock on one key. Whichever runs, the key moves money once, and
+    the other call reports the key as used for a different request."""
+    w = world
+    for _ in range(4):
+        key = uuid4()
+        deposit = services.Deposit(w.partner, key, w.a, Money("USD", 10), "ref")
+        cmd = batch(w.partner, [item(w.s, w.b, 1), item(w.s, w.a, 10, request_id=key)])
+        single, batched = await asyncio.gather(
+            services.deposit(deposit, uow()),
+            services.create_transfers(cmd, uow()),
+            return_exceptions=True,
+        )
+        assert isinstance(batched, services.BatchResult)
+        if isinstance(single, FailedPrecondition):
+            assert single.reason == Reason.IDEMPOTENCY_KEY_REUSED
+            assert outcome(batched.results[1]) == "OK"
+        else:
+            assert outcome(batched.results[1]) == Reason.IDEMPOTENCY_KEY_REUSED
+    assert await w.ledger.balance(w.alice, w.a) == 40
+    assert await w.ledger.balance(w.bob, w.b) == 4
+    assert await ledger_violations(clean_db) == []
+
+
 async def test_stored_responses_and_events_have_the_single_call_format(
     world: World, uow: UowFactory, clean_db: AsyncEngine
 ) -> None:
