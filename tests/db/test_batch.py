@@ -9,12 +9,12 @@ test mixes in user-to-user transfers so that "no negative wallet" is still at st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
-import psycopg.errors
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -526,19 +526,18 @@ async def test_a_failure_while_the_ledger_rows_are_written_leaves_nothing(
 async def test_a_call_cancelled_while_its_ledger_rows_fail_stays_cancelled(
     world: World, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cancelled while serializing, and the ledger statement then fails with a conflict
-    (made to here): the call ends cancelled with nothing applied, not retried and committed."""
+    """Cancelled while serializing, and the ledger statement then fails with a conflict: the
+    call ends cancelled with nothing applied, not retried and committed."""
     w = world
     items = [item(w.s, (w.a, w.b)[i % 2], 1) for i in range(150)]
     before = await snapshot(clean_db)
-    real_record = BatchRepository.record
+    real_record_and_write = BatchRepository.record_and_write
     attempts = 0
 
-    async def conflicting_record(self: BatchRepository, **kwargs: Any) -> None:
+    async def counted(self: BatchRepository, **kwargs: Any) -> None:
         nonlocal attempts
         attempts += 1
-        await real_record(self, **kwargs)
-        raise psycopg.errors.DeadlockDetected("deadlock detected")
+        await real_record_and_write(self, **kwargs)
 
     call: asyncio.Task[services.BatchResult] | None = None
     rows = 0
@@ -551,15 +550,70 @@ async def test_a_call_cancelled_while_its_ledger_rows_fail_stays_cancelled(
             call.cancel()
         return event_row(*args, **kwargs)
 
-    monkeypatch.setattr(BatchRepository, "record", conflicting_record)
+    monkeypatch.setattr(BatchRepository, "record_and_write", counted)
     monkeypatch.setattr("wallet_server.services._batch.event_row", cancelling_event_row)
-    call = asyncio.ensure_future(
-        services.create_transfers(batch(w.partner, items), services.UnitOfWork(clean_db))
-    )
-    with pytest.raises(asyncio.CancelledError):
-        await call
+    async with _deadlocks_on_transfers(clean_db, times=2):
+        call = asyncio.ensure_future(
+            services.create_transfers(batch(w.partner, items), services.UnitOfWork(clean_db))
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await call
     assert attempts == 1
     assert await snapshot(clean_db) == before
+
+
+async def test_a_ledger_statement_conflict_runs_the_batch_again(
+    world: World, uow: UowFactory, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conflict of the ledger statement is raised once the documents are written and the
+    pipeline drained; the batch runs again and applies once."""
+    w = world
+    items = [item(w.s, (w.a, w.b)[i % 2], 1) for i in range(150)]
+    real_record_and_write = BatchRepository.record_and_write
+    attempts = 0
+
+    async def counted(self: BatchRepository, **kwargs: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        await real_record_and_write(self, **kwargs)
+
+    monkeypatch.setattr(BatchRepository, "record_and_write", counted)
+    async with _deadlocks_on_transfers(clean_db, times=1):
+        result = await services.create_transfers(batch(w.partner, items), uow())
+
+    assert attempts == 2
+    assert [outcome(r) for r in result.results] == ["OK"] * 150
+    assert await w.ledger.balance(w.alice, w.a) == 75
+    assert await ledger_violations(clean_db) == []
+
+
+@contextlib.asynccontextmanager
+async def _deadlocks_on_transfers(engine: AsyncEngine, *, times: int) -> AsyncIterator[None]:
+    """The first ``times`` inserts into transactions fail as a deadlock would (SQLSTATE
+    40P01); a sequence counts them, as it is not rolled back with them."""
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE SEQUENCE test_deadlocks"))
+        await conn.execute(
+            text(
+                "CREATE FUNCTION test_deadlock() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF nextval('test_deadlocks') <= {times} THEN "
+                "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; "
+                "END IF; RETURN NULL; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER test_deadlock BEFORE INSERT ON transactions "
+                "FOR EACH STATEMENT EXECUTE FUNCTION test_deadlock()"
+            )
+        )
+    try:
+        yield
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER test_deadlock ON transactions"))
+            await conn.execute(text("DROP FUNCTION test_deadlock()"))
+            await conn.execute(text("DROP SEQUENCE test_deadlocks"))
 
 
 @pytest.mark.parametrize(

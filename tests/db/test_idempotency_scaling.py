@@ -16,6 +16,7 @@ parameters) and with the generic plan a prepared statement may use from its sixt
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID, uuid4
 
 import pytest
@@ -93,12 +94,13 @@ async def test_a_batch_reads_and_stores_its_keys_without_reading_the_others(
         reads = await store.read_and_lock(principal=PRINCIPAL, keys=keys)
         assert reads.stored == {}
         read = await _keys_read(uow)
-        await store.write(
-            BatchWrites(
-                initiator=PRINCIPAL,
-                method="m",
-                item_keys=dict.fromkeys(keys, (b"\x01", '{"result": 1}')),
-            )
+        writes = BatchWrites(
+            initiator=PRINCIPAL,
+            method="m",
+            item_keys=dict.fromkeys(keys, (b"\x01", '{"result": 1}')),
+        )
+        await store.record_and_write(
+            initiator=PRINCIPAL, transactions=[], documents=asyncio.sleep(0, writes)
         )
         stored = await _keys_read(uow)
         await uow.commit()

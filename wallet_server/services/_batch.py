@@ -397,25 +397,17 @@ async def _execute(
     result = BatchResult(tuple(results))
 
     # The ledger rows need no JSON: the database writes them while this process serializes
-    # the documents (stored responses, events), which takes about as long.
-    transactions = [tx for tx, _ in posted]
-    recording = asyncio.create_task(store.record(initiator=principal, transactions=transactions))
-    try:
-        writes = await _documents(cmd, result, posted, decided, digests)
-    except BaseException:
-        # The connection is the statement's until it ends. What stopped the documents is what
-        # the call raises: a cancellation must not become a conflict that gets retried.
-        with contextlib.suppress(Exception):
-            await recording
-        raise
-    await recording
-    await store.write(writes)
+    # the documents (stored responses, events).
+    await store.record_and_write(
+        initiator=principal,
+        transactions=[tx for tx, _ in posted],
+        documents=_documents(cmd, result, posted, decided, digests),
+    )
     return result
 
 
 # Items serialized between two looks at the event loop: a 1000-item batch's documents take
-# tens of milliseconds, in which the ledger statement's parameters must keep flowing and the
-# process's other calls keep being served.
+# over ten milliseconds, in which the process's other calls keep being served.
 _ITEMS_PER_TURN = 100
 
 

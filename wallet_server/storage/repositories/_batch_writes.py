@@ -3,9 +3,9 @@
 Works on the raw psycopg connection with binary parameters, like the movement groups: one
 statement reads the items' idempotency keys and locks the accounts of the items not seen
 before, one writes the posted transactions with their legs and balance changes, and one
-stores the items' keys with their responses, the batch's response and the events.
-Responses and event payloads arrive as JSON text, which the caller can serialize while the
-database writes the transactions.
+stores the items' keys with their responses, the batch's response and the events. The last
+two go out in one pipeline: responses and event payloads arrive as JSON text, which the
+caller serializes while the database writes the transactions.
 
 Item keys are stored once, with their responses, when the batch is decided, not claimed
 first and answered later: a key is one insert instead of an insert and an update (and
@@ -15,7 +15,7 @@ write raise :class:`KeysChangedMeanwhile`; the batch then runs again and replays
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -172,48 +172,67 @@ class BatchRepository:
             raise KeysChangedMeanwhile("item keys purged since their batch's key was read")
         return stored
 
-    async def record(self, *, initiator: str, transactions: Sequence[Transaction]) -> None:
-        """Write posted transactions with their legs and balance changes, in one statement."""
-        if transactions:
-            await self._conn.execute(
-                with_statement(RECORD_POSTED),
-                record_params([(tx, initiator) for tx in transactions]),
-            )
-
-    async def write(self, writes: BatchWrites) -> None:
-        """Store the keys and responses and append the events, in one statement (the caller
+    async def record_and_write(
+        self,
+        *,
+        initiator: str,
+        transactions: Sequence[Transaction],
+        documents: Awaitable[BatchWrites],
+    ) -> None:
+        """Write the posted transactions with their legs and balance changes, then the
+        documents once ``documents`` has made them: keys, responses, events (the caller
         then commits).
 
-        Raises :class:`KeysChangedMeanwhile` when a concurrent transaction stored one of the
-        item keys after :meth:`read_and_lock` read them: the transaction must roll back.
+        Both statements go out in one pipeline: the database writes the transactions while
+        the caller serializes the documents, and starts on those as soon as they arrive,
+        with no round trip in between. Errors of either statement are raised here, after
+        the pipeline is drained; one raised by ``documents`` wins over them. Raises
+        :class:`KeysChangedMeanwhile` when a concurrent transaction stored one of the item
+        keys after :meth:`read_and_lock` read them: the transaction must roll back.
         """
-        parts: list[str] = []
-        params: dict[str, Any] = {}
-        if writes.item_keys:
-            parts.append(_STORE_ITEM_KEYS)
-            ordered = sorted(writes.item_keys)
-            params.update(
-                key_principal=writes.initiator,
-                key_method=writes.method,
-                key_request_ids=ordered,
-                key_fingerprints=[writes.item_keys[k][0] for k in ordered],
-                key_responses=[writes.item_keys[k][1] for k in ordered],
-            )
-        if writes.responses:
-            parts.append(STORE_RESPONSES)
-            params.update(
-                response_params({(writes.initiator, k): v for k, v in writes.responses.items()})
-            )
-        if writes.events:
-            parts.append(APPEND_EVENTS)
-            params.update(event_params(writes.events))
-        if not parts:
+        async with self._conn.pipeline():
+            if transactions:
+                await self._conn.execute(
+                    with_statement(RECORD_POSTED),
+                    record_params([(tx, initiator) for tx in transactions]),
+                )
+            writes = await documents
+            statement = _write_statement(writes)
+            cur = await self._conn.execute(*statement) if statement else None
+        if cur is None:
             return
-        # Data-modifying CTEs all run to completion, referenced or not.
-        select = "(SELECT count(*) FROM item_keys)" if writes.item_keys else "0"
-        cur = await self._conn.execute(with_statement(*parts, select=select), params)
         row = await cur.fetchone()
         if row[0] != len(writes.item_keys):
             raise KeysChangedMeanwhile(
                 f"{len(writes.item_keys) - row[0]} item keys stored meanwhile"
             )
+
+
+def _write_statement(writes: BatchWrites) -> tuple[str, dict[str, Any]] | None:
+    """One statement for the keys, the responses and the events, which returns how many
+    item keys it stored."""
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if writes.item_keys:
+        parts.append(_STORE_ITEM_KEYS)
+        ordered = sorted(writes.item_keys)
+        params.update(
+            key_principal=writes.initiator,
+            key_method=writes.method,
+            key_request_ids=ordered,
+            key_fingerprints=[writes.item_keys[k][0] for k in ordered],
+            key_responses=[writes.item_keys[k][1] for k in ordered],
+        )
+    if writes.responses:
+        parts.append(STORE_RESPONSES)
+        params.update(
+            response_params({(writes.initiator, k): v for k, v in writes.responses.items()})
+        )
+    if writes.events:
+        parts.append(APPEND_EVENTS)
+        params.update(event_params(writes.events))
+    if not parts:
+        return None
+    # Data-modifying CTEs all run to completion, referenced or not.
+    select = "(SELECT count(*) FROM item_keys)" if writes.item_keys else "0"
+    return with_statement(*parts, select=select), params
