@@ -363,15 +363,21 @@ async def test_a_batch_replay_rebuilds_every_kind_of_item_outcome(
         Reason.INVALID_ARGUMENT,
     ]
     assert await snapshot(clean_db) == before
-    records = {
-        key: await count(
-            clean_db,
-            f"SELECT json_array_length(response -> 'batch') FROM idempotency_keys "
-            f"WHERE request_id = '{key}'",
-        )
-        for key in (cmd.request_id, failed.request_id)
+    async with clean_db.connect() as conn:
+        records = {
+            row[0]: [sorted(entry) for entry in row[1]["batch"]]
+            for row in await conn.execute(
+                text(
+                    "SELECT request_id, response FROM idempotency_keys WHERE request_id IN (:a, :b)"
+                ),
+                {"a": cmd.request_id, "b": failed.request_id},
+            )
+        }
+    reference, whole = ["request_id"], ["error", "request_id", "transaction"]
+    assert records == {
+        cmd.request_id: [reference, whole, whole, reference],
+        failed.request_id: [whole, whole, whole],
     }
-    assert records == {cmd.request_id: 4, failed.request_id: 3}
 
 
 async def test_a_batch_recorded_whole_still_replays(
@@ -396,21 +402,57 @@ async def test_a_batch_recorded_whole_still_replays(
     assert await snapshot(clean_db) == before
 
 
-async def test_item_keys_missing_under_a_batch_record_are_reported_as_changed(
-    world: World, uow: UowFactory
+async def test_item_keys_not_stored_with_their_batch_are_reported_as_changed(
+    world: World, uow: UowFactory, clean_db: AsyncEngine
 ) -> None:
-    """Keys stored together are purged together: an item key missing while its batch's key
-    is there was purged in between, and the call must run again."""
+    """Keys stored together are purged together. An item key missing while its batch's key
+    is there, or stored again by a later call, means a purge in between: the call must run
+    again rather than take that record for the batch's."""
     w = world
     items = [item(w.s, w.a, 100), item(w.s, w.b, 5)]
-    await services.create_transfers(batch(w.partner, items), uow())
-    async with uow() as u:
-        store = await u.batches()
-        ids = [i.request_id for i in items]
-        stored = await store.stored_with_batch(principal=w.partner.key, request_ids=ids)
-        assert set(stored) == set(ids)
-        with pytest.raises(KeysChangedMeanwhile):
-            await store.stored_with_batch(principal=w.partner.key, request_ids=[*ids, uuid4()])
+    cmd = batch(w.partner, items)
+    await services.create_transfers(cmd, uow())
+    ids = [i.request_id for i in items]
+
+    async def read(request_ids: list[UUID]) -> dict[UUID, Any]:
+        async with uow() as u:
+            store = await u.batches()
+            return await store.stored_with_batch(
+                principal=w.partner.key, batch_request_id=cmd.request_id, request_ids=request_ids
+            )
+
+    assert set(await read(ids)) == set(ids)
+    with pytest.raises(KeysChangedMeanwhile):
+        await read([*ids, uuid4()])
+    async with clean_db.begin() as conn:  # purged, then used again by a later call
+        await conn.execute(
+            text(
+                "UPDATE idempotency_keys SET created_at = created_at + interval '1 second' "
+                "WHERE request_id = :r"
+            ),
+            {"r": ids[1]},
+        )
+    with pytest.raises(KeysChangedMeanwhile):
+        await read(ids)
+
+
+async def test_a_batch_failing_before_its_documents_leaves_nothing_behind(
+    world: World, uow: UowFactory, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while the ledger statement is prepared, before the documents are made,
+    rolls everything back (and leaves no unfinished coroutine: warnings are errors here)."""
+    w = world
+    before = await snapshot(clean_db)
+
+    def failing_params(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(
+        "wallet_server.storage.repositories._batch_writes.record_params", failing_params
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        await services.create_transfers(batch(w.partner, [item(w.s, w.a, 100)]), uow())
+    assert await snapshot(clean_db) == before
 
 
 async def test_items_replay_their_original_outcome_in_later_batches(

@@ -100,7 +100,7 @@ async def test_a_batch_reads_and_stores_its_keys_without_reading_the_others(
             item_keys=dict.fromkeys(keys, (b"\x01", '{"result": 1}')),
         )
         await store.record_and_write(
-            initiator=PRINCIPAL, transactions=[], documents=asyncio.sleep(0, writes)
+            initiator=PRINCIPAL, transactions=[], documents=lambda: asyncio.sleep(0, writes)
         )
         stored = await _keys_read(uow)
         await uow.commit()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -200,7 +201,9 @@ def _stored_batch(result: BatchResult, stored_now: dict[UUID, Outcome]) -> str:
     )
 
 
-async def _replayed_batch(response: Any, principal: str, uow: UnitOfWork) -> BatchResult:
+async def _replayed_batch(
+    response: Any, principal: str, batch_request_id: UUID, uow: UnitOfWork
+) -> BatchResult:
     """The batch's original result from its record; raises the refusal it stored."""
     if "batch" not in response:  # a refusal, or a result stored whole by earlier versions
         replayed = replay(response, BatchResult)
@@ -211,6 +214,7 @@ async def _replayed_batch(response: Any, principal: str, uow: UnitOfWork) -> Bat
     store = await uow.batches()
     stored = await store.stored_with_batch(
         principal=principal,
+        batch_request_id=batch_request_id,
         request_ids=[UUID(e["request_id"]) for e in entries if len(e) == 1],
     )
     results: list[BatchItemResult] = []
@@ -401,7 +405,7 @@ async def _execute(
     await store.record_and_write(
         initiator=principal,
         transactions=[tx for tx, _ in posted],
-        documents=_documents(cmd, result, posted, decided, digests),
+        documents=functools.partial(_documents, cmd, result, posted, decided, digests),
     )
     return result
 
@@ -457,7 +461,7 @@ async def create_transfers(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult
         if prior is not None:
             if prior.fingerprint != digest:
                 raise key_reused()
-            result = await _replayed_batch(prior.response, principal, uow)
+            result = await _replayed_batch(prior.response, principal, cmd.request_id, uow)
         else:
             try:
                 async with uow.savepoint():

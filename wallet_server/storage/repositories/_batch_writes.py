@@ -15,7 +15,7 @@ write raise :class:`KeysChangedMeanwhile`; the batch then runs again and replays
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -24,7 +24,6 @@ from wallet_server.domain import Account, Transaction
 from wallet_server.storage._errors import KeysChangedMeanwhile
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
-    READ_KEYS,
     RECORD_POSTED,
     STORE_RESPONSES,
     WANTED_ACCOUNT_ROWS,
@@ -96,6 +95,19 @@ _STORE_ITEM_KEYS = """
     )"""
 
 
+# Item keys stored in the same transaction as the batch's own key (by the (principal,
+# request_id) pairs, as every key lookup; the batch's key by its primary key).
+_STORED_WITH_BATCH = """
+    SELECT k.request_id, k.method, k.fingerprint, k.response
+    FROM idempotency_keys AS k
+    JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
+        ON i.principal = k.principal AND i.request_id = k.request_id
+    JOIN idempotency_keys AS b
+        ON b.principal = %(principal)b::text AND b.request_id = %(batch_request_id)b::uuid
+        AND b.created_at = k.created_at
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchReads:
     """Earlier outcomes of the keys already taken, and the accounts of the other items:
@@ -151,22 +163,29 @@ class BatchRepository:
         return BatchReads(stored=stored, accounts=accounts)
 
     async def stored_with_batch(
-        self, *, principal: str, request_ids: Sequence[UUID]
+        self, *, principal: str, batch_request_id: UUID, request_ids: Sequence[UUID]
     ) -> dict[UUID, StoredResponse]:
-        """The records of item keys that a batch stored with its own, which it was read by.
+        """The records of item keys that the batch ``batch_request_id`` stored with its own.
 
-        Keys stored in one transaction are purged together, by one statement; any missing
-        here went with the batch's own since it was read, and :class:`KeysChangedMeanwhile`
-        says so (run again, the call finds the batch's key gone too).
+        Keys stored in one transaction share their ``created_at`` (the transaction's start)
+        and are purged together, by one statement. A key missing here, or stored again by a
+        later call, means the batch's own key was purged since the caller read it:
+        :class:`KeysChangedMeanwhile` says so (run again, the call finds that key gone).
         """
         if not request_ids:
             return {}
         cur = await self._conn.execute(
-            READ_KEYS, {"principals": [principal] * len(request_ids), "request_ids": request_ids}
+            _STORED_WITH_BATCH,
+            {
+                "principal": principal,
+                "batch_request_id": batch_request_id,
+                "principals": [principal] * len(request_ids),
+                "request_ids": request_ids,
+            },
         )
         stored = {
             request_id: StoredResponse(method, bytes(fingerprint), response)
-            for _, request_id, method, fingerprint, response in await cur.fetchall()
+            for request_id, method, fingerprint, response in await cur.fetchall()
         }
         if len(stored) != len(set(request_ids)):
             raise KeysChangedMeanwhile("item keys purged since their batch's key was read")
@@ -177,10 +196,10 @@ class BatchRepository:
         *,
         initiator: str,
         transactions: Sequence[Transaction],
-        documents: Awaitable[BatchWrites],
+        documents: Callable[[], Awaitable[BatchWrites]],
     ) -> None:
         """Write the posted transactions with their legs and balance changes, then the
-        documents once ``documents`` has made them: keys, responses, events (the caller
+        documents once ``documents()`` has made them: keys, responses, events (the caller
         then commits).
 
         Both statements go out in one pipeline: the database writes the transactions while
@@ -196,7 +215,7 @@ class BatchRepository:
                     with_statement(RECORD_POSTED),
                     record_params([(tx, initiator) for tx in transactions]),
                 )
-            writes = await documents
+            writes = await documents()
             statement = _write_statement(writes)
             cur = await self._conn.execute(*statement) if statement else None
         if cur is None:

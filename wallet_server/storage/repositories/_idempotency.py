@@ -78,6 +78,8 @@ class IdempotencyRepository:
         )
 
     async def purge_older_than(self, cutoff: datetime) -> int:
+        # One statement: keys stored in one transaction (one created_at) go together. A
+        # batch's replay reads its items' keys by that (BatchRepository.stored_with_batch).
         result = await self._conn.execute(
             delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff)
         )
