@@ -184,6 +184,12 @@ def _outcome(response: Any) -> Outcome:
     return decode_as(Transaction, response["result"])
 
 
+def _item_result(request_id: UUID, outcome: Outcome) -> BatchItemResult:
+    if isinstance(outcome, Transaction):
+        return BatchItemResult(request_id, transaction=outcome)
+    return BatchItemResult(request_id, error=outcome)
+
+
 def _stored_batch(result: BatchResult, stored_now: dict[UUID, Outcome]) -> str:
     """The batch's own record: per item, in order, ``{"request_id": ...}`` when the outcome
     is stored under the item's key in the same transaction, else the item's whole result.
@@ -211,24 +217,22 @@ async def _replayed_batch(
             raise replayed
         return replayed
     entries = response["batch"]
+    # Entries holding only a request_id point to the item's own key, stored with the batch.
+    referenced = {n: UUID(e["request_id"]) for n, e in enumerate(entries) if len(e) == 1}
     store = await uow.batches()
     stored = await store.stored_with_batch(
         principal=principal,
         batch_request_id=batch_request_id,
-        request_ids=[UUID(e["request_id"]) for e in entries if len(e) == 1],
+        request_ids=list(referenced.values()),
     )
-    results: list[BatchItemResult] = []
-    for entry in entries:
-        request_id = UUID(entry["request_id"])
-        if len(entry) > 1:
-            results.append(decode_as(BatchItemResult, entry))
-            continue
-        outcome = _outcome(stored[request_id].response)
-        if isinstance(outcome, Transaction):
-            results.append(BatchItemResult(request_id, transaction=outcome))
-        else:
-            results.append(BatchItemResult(request_id, error=outcome))
-    return BatchResult(tuple(results))
+    return BatchResult(
+        tuple(
+            _item_result(referenced[n], _outcome(stored[referenced[n]].response))
+            if n in referenced
+            else decode_as(BatchItemResult, entry)
+            for n, entry in enumerate(entries)
+        )
+    )
 
 
 def _digests(cmd: CreateTransfers) -> tuple[bytes, dict[UUID, bytes]]:
@@ -393,11 +397,8 @@ async def _execute(
             posted, decided = [], {}
     results = []
     for item, outcome in zip(items, outcomes, strict=True):
-        if isinstance(outcome, Transaction):
-            results.append(BatchItemResult(item.request_id, transaction=outcome))
-        else:
-            assert outcome is not None
-            results.append(BatchItemResult(item.request_id, error=outcome))
+        assert outcome is not None
+        results.append(_item_result(item.request_id, outcome))
     result = BatchResult(tuple(results))
 
     # The ledger rows need no JSON: the database writes them while this process serializes

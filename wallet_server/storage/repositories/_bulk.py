@@ -31,7 +31,7 @@ ACCOUNT_COLUMNS = (
 
 
 def lock_wanted_accounts(after: str = "") -> str:
-    """CTEs ``locked`` and ``system``: the accounts of a claim statement's ``wanted`` CTE.
+    """CTEs ``locked`` and ``system``: the accounts of the statement's ``wanted`` CTE.
 
     User accounts are locked in id order, like every other writer; system accounts are read
     without a lock (their changes go to balance_deltas). ``after`` names a CTE that must run
@@ -168,14 +168,6 @@ def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]
 # Keys are found by (principal, request_id) pairs from the parameters, never by a constant
 # principal: statistics taken while a caller had few keys can make the planner read every
 # key the caller kept (a day's worth) for each statement.
-
-# Keys that a concurrent transaction committed after a claim statement's snapshot.
-READ_KEYS = """
-    SELECT k.principal, k.request_id, k.method, k.fingerprint, k.response
-    FROM idempotency_keys AS k
-    JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
-        ON i.principal = k.principal AND i.request_id = k.request_id
-"""
 
 # Remembered responses of keys claimed earlier in the transaction.
 STORE_RESPONSES = """

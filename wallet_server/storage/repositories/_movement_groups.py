@@ -17,7 +17,6 @@ from wallet_server.domain import Account, Transaction
 from wallet_server.storage.repositories._audit import NewAuditEntry
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
-    READ_KEYS,
     RECORD_POSTED,
     STORE_RESPONSES,
     WANTED_ACCOUNT_ROWS,
@@ -84,6 +83,14 @@ _CLAIM_AND_LOCK = f"""
         n.account_id, NULL, n.currency, NULL, NULL, NULL, NULL, NULL, NULL
     FROM named AS n
     {WANTED_ACCOUNT_ROWS}
+"""
+
+# Keys that a concurrent transaction committed after the claim statement's snapshot.
+_READ_KEYS = """
+    SELECT k.principal, k.request_id, k.method, k.fingerprint, k.response
+    FROM idempotency_keys AS k
+    JOIN unnest(%(principals)b::text[], %(request_ids)b::uuid[]) AS i(principal, request_id)
+        ON i.principal = k.principal AND i.request_id = k.request_id
 """
 
 # Claims of calls refused for bad input: such refusals are not remembered.
@@ -196,7 +203,7 @@ class MovementGroupRepository:
     async def _read_late(self, keys: set[IdempotencyKey]) -> dict[IdempotencyKey, StoredResponse]:
         """Keys a concurrent transaction took and committed while the claim waited on it."""
         cur = await self._conn.execute(
-            READ_KEYS,
+            _READ_KEYS,
             {"principals": [p for p, _ in keys], "request_ids": [r for _, r in keys]},
         )
         found = {
