@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -566,10 +567,14 @@ async def test_a_failure_while_the_ledger_rows_are_written_leaves_nothing(
 
 
 async def test_a_call_cancelled_while_its_ledger_rows_fail_stays_cancelled(
-    world: World, clean_db: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    world: World,
+    clean_db: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Cancelled while serializing, and the ledger statement then fails with a conflict: the
-    call ends cancelled with nothing applied, not retried and committed."""
+    call ends cancelled with nothing applied, not retried and committed, and the conflict
+    is not logged as an error the driver ignored."""
     w = world
     items = [item(w.s, (w.a, w.b)[i % 2], 1) for i in range(150)]
     before = await snapshot(clean_db)
@@ -602,6 +607,7 @@ async def test_a_call_cancelled_while_its_ledger_rows_fail_stays_cancelled(
             await call
     assert attempts == 1
     assert await snapshot(clean_db) == before
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_a_ledger_statement_conflict_runs_the_batch_again(

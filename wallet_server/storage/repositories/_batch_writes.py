@@ -209,15 +209,30 @@ class BatchRepository:
         :class:`KeysChangedMeanwhile` when a concurrent transaction stored one of the item
         keys after :meth:`read_and_lock` read them: the transaction must roll back.
         """
-        async with self._conn.pipeline():
-            if transactions:
-                await self._conn.execute(
-                    with_statement(RECORD_POSTED),
-                    record_params([(tx, initiator) for tx in transactions]),
-                )
-            writes = await documents()
-            statement = _write_statement(writes)
-            cur = await self._conn.execute(*statement) if statement else None
+        # Nothing raises inside the pipeline block: a failure of ``documents`` (a cancellation
+        # included) is held until the pipeline is drained, so that a statement error met
+        # while draining is not logged by psycopg as one it ignored.
+        held: BaseException | None = None
+        cur = None
+        try:
+            async with self._conn.pipeline():
+                if transactions:
+                    await self._conn.execute(
+                        with_statement(RECORD_POSTED),
+                        record_params([(tx, initiator) for tx in transactions]),
+                    )
+                try:
+                    writes = await documents()
+                except BaseException as exc:  # raised below, once drained
+                    held = exc
+                else:
+                    statement = _write_statement(writes)
+                    cur = await self._conn.execute(*statement) if statement else None
+        except Exception:
+            if held is None:
+                raise
+        if held is not None:
+            raise held
         if cur is None:
             return
         row = await cur.fetchone()
