@@ -26,7 +26,12 @@ async def _number(engine: AsyncEngine) -> int | None:
 
 async def _numbers(engine: AsyncEngine) -> dict[str, int | None]:
     async with engine.connect() as conn:
-        rows = await conn.execute(text("SELECT payload->>'name', sequence FROM outbox"))
+        rows = await conn.execute(
+            text(
+                "SELECT o.payload->>'name', s.sequence FROM outbox AS o "
+                "LEFT JOIN event_sequence AS s ON s.event_id = o.event_id"
+            )
+        )
         return {name: seq for name, seq in rows}
 
 
@@ -72,34 +77,57 @@ async def test_one_sequencer_at_a_time_and_numbers_are_never_reassigned(
 async def test_a_backlog_that_statistics_call_empty_is_numbered_in_linear_time(
     clean_db: AsyncEngine,
 ) -> None:
-    """Statistics taken while nothing waited estimate one unnumbered row. A plan that joins
-    the waiting rows to the pick rescanned the pick once per waiting row; at 20,000 rows that
-    is minutes, here cut short by the statement timeout. The array-and-key update is linear."""
+    """Statistics taken while nothing waited estimate one unnumbered event. A plan that
+    joins the waiting ids to the pick rescanned the pick once per waiting id; at 20,000 that
+    is minutes, here cut short by the statement timeout. The array-and-key pick is linear."""
     async with clean_db.connect() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO outbox (type, account_ids, payload) "
-                "SELECT 'transaction_created', ARRAY[gen_random_uuid()], '[]'::jsonb "
-                "FROM generate_series(1, 2000)"
-            )
-        )
+        await conn.execute(text(_APPEND_SERIES.format(count=2000)))
         await conn.commit()
     while await _number(clean_db) is not None:
         pass
     async with clean_db.connect() as conn:
-        await conn.execute(text("ANALYZE outbox"))  # no row waits: null fraction 0
-        await conn.execute(
-            text(
-                "INSERT INTO outbox (type, account_ids, payload) "
-                "SELECT 'transaction_created', ARRAY[gen_random_uuid()], '[]'::jsonb "
-                "FROM generate_series(1, 20000)"
-            )
-        )
+        await conn.execute(text("ANALYZE outbox_unsequenced"))  # empty: nothing waits
+        await conn.execute(text(_APPEND_SERIES.format(count=20000)))
         await conn.commit()
     async with UnitOfWork(clean_db) as uow:
         await uow.connection.execute(text("SET LOCAL statement_timeout = '20s'"))
         assert await uow.events.number_committed() == 7000  # one batch of 5000
         await uow.connection.commit()
     async with clean_db.connect() as conn:
-        waiting = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sequence IS NULL"))
-    assert waiting == 22000 - 7000
+        waiting = await conn.scalar(text("SELECT count(*) FROM outbox_unsequenced"))
+        numbered = await conn.scalar(text("SELECT count(*) FROM event_sequence"))
+    assert (waiting, numbered) == (22000 - 7000, 7000)
+
+
+# Events appended one write each, as single calls append them: a row, and its id waiting.
+_APPEND_SERIES = (
+    "WITH events AS ("
+    " INSERT INTO outbox (type, account_ids, payload)"
+    " SELECT 'transaction_created', ARRAY[gen_random_uuid()], '[]'::json"
+    " FROM generate_series(1, {count}) RETURNING event_id)"
+    " INSERT INTO outbox_unsequenced (event_ids) SELECT ARRAY[event_id] FROM events"
+)
+
+
+async def test_a_write_is_numbered_whole_and_in_event_order(clean_db: AsyncEngine) -> None:
+    """A write's events are numbered in one step, together with the writes before it, in
+    event order, even when the step goes past the number of events it asked for."""
+    async with UnitOfWork(clean_db) as uow:
+        await _append(uow, "alone")
+        await uow.connection.commit()
+    async with UnitOfWork(clean_db) as uow:
+        await uow.events.append(
+            [
+                ("transaction_created", None, [uuid4()], json.dumps({"name": f"b{i}"}))
+                for i in range(3)
+            ]
+        )
+        await uow.connection.commit()
+    async with UnitOfWork(clean_db) as uow:
+        await _append(uow, "later")
+        await uow.connection.commit()
+    async with UnitOfWork(clean_db) as uow:
+        assert await uow.events.number_committed(events=2) == 4  # "alone", then all of b
+        await uow.connection.commit()
+    assert await _number(clean_db) == 5
+    assert await _numbers(clean_db) == {"alone": 1, "b0": 2, "b1": 3, "b2": 4, "later": 5}

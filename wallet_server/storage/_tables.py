@@ -341,26 +341,42 @@ balance_deltas = Table(
     Column("amount", BigInteger, nullable=False),
 )
 
-# The event log. Writers insert rows without a sequence in the transaction of the change;
-# one sequencer at a time numbers committed rows, so readers resuming "after N" miss nothing.
+# The event log. Writers insert events, and their ids into ``outbox_unsequenced``, in the
+# transaction of the change; one sequencer at a time moves committed ids from there to
+# ``event_sequence`` with the next numbers, so readers resuming "after N" miss nothing. An
+# outbox row is written once: its number is a row of its own (migration 0006).
 outbox = Table(
     "outbox",
     metadata,
     Column("event_id", BigInteger, Identity(always=True), primary_key=True),
-    Column("sequence", BigInteger, nullable=True, unique=True),
     _created_at(),
     Column("type", Text, nullable=False),
     Column("partner_id", UUID(as_uuid=True), nullable=True),
     Column("account_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
     Column("payload", JSON, nullable=False),
-    Index("ix_outbox_unsequenced", "event_id", postgresql_where=text("sequence IS NULL")),
     Index("ix_outbox_account_ids", "account_ids", postgresql_using="gin"),
+)
+
+# One row per statement that appended events: their ids, until the sequencer numbers them.
+outbox_unsequenced = Table(
+    "outbox_unsequenced",
+    metadata,
+    Column("write_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("event_ids", ARRAY(BigInteger), nullable=False),
+)
+
+event_sequence = Table(
+    "event_sequence",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", BigInteger, nullable=False, unique=True),
 )
 
 __all__ = [
     "accounts",
     "audit_log",
     "balance_deltas",
+    "event_sequence",
     "exchange_rates",
     "idempotency_keys",
     "login_throttle",
@@ -368,6 +384,7 @@ __all__ = [
     "operators",
     "orders",
     "outbox",
+    "outbox_unsequenced",
     "partners",
     "postings",
     "promotions",

@@ -190,7 +190,8 @@ def response_params(responses: dict[tuple[str, UUID], str]) -> dict[str, list[An
     }
 
 
-# Outbox rows, in order.
+# Outbox rows, in order, and one row of their ids among the unsequenced (the sequencer
+# numbers them once this commits).
 APPEND_EVENTS = """
     events AS (
         INSERT INTO outbox (type, partner_id, account_ids, payload)
@@ -202,6 +203,11 @@ APPEND_EVENTS = """
             %(event_accounts)b::text[], %(event_payloads)b::text[]::json[])
             WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
         ORDER BY e.n
+        RETURNING event_id
+    ),
+    unsequenced AS (
+        INSERT INTO outbox_unsequenced (event_ids)
+        SELECT array_agg(event_id) FROM events HAVING count(*) > 0
     )"""
 
 # An outbox row: (type, partner_id, account_ids, payload as JSON text).
