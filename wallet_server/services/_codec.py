@@ -56,14 +56,17 @@ def embedded(value: Any) -> Any:
 def fields_of(value: Any, **replaced: Any) -> dict[str, Any]:
     """A dataclass's fields in order, the mapping :func:`to_json` writes for it, with some
     replaced (by :func:`embedded` values, say)."""
-    kind = type(value)
-    names = _FIELD_NAMES.get(kind)
-    if names is None:
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
-    return {name: replaced[name] if name in replaced else getattr(value, name) for name in names}
+    kind: type = type(value)
+    return {
+        name: replaced[name] if name in replaced else getattr(value, name)
+        for name in _field_names(kind)
+    }
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+@cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    """A dataclass's field names in order (worked out once per type)."""
+    return tuple(f.name for f in dataclasses.fields(kind))
 
 
 def _not_native(value: Any) -> Any:
@@ -92,7 +95,7 @@ def _same(value: Any) -> Any:
 def _encoder_for(kind: type) -> Callable[[Any], Any]:
     """How to encode every value of exactly this type (worked out once per type)."""
     if dataclasses.is_dataclass(kind):
-        names = tuple(f.name for f in dataclasses.fields(kind))
+        names = _field_names(kind)
         return lambda v: {name: encode(getattr(v, name)) for name in names}
     if issubclass(kind, Enum):  # before str and int: a StrEnum encodes as its value
         return lambda v: v.value
