@@ -21,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from wallet_server.domain import Account, Transaction
+from wallet_server.storage._arrays import bytea_array, text_array, uuid_array
 from wallet_server.storage._errors import KeysChangedMeanwhile
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
@@ -148,9 +149,9 @@ class BatchRepository:
             _READ_AND_LOCK,
             {
                 "principal": principal,
-                "request_ids": ordered,
-                "from_account_ids": [keys[k][0] for k in ordered],
-                "to_account_ids": [keys[k][1] for k in ordered],
+                "request_ids": uuid_array(ordered),
+                "from_account_ids": uuid_array([keys[k][0] for k in ordered]),
+                "to_account_ids": uuid_array([keys[k][1] for k in ordered]),
             },
         )
         stored: dict[UUID, StoredResponse] = {}
@@ -179,8 +180,8 @@ class BatchRepository:
             {
                 "principal": principal,
                 "batch_request_id": batch_request_id,
-                "principals": [principal] * len(request_ids),
-                "request_ids": request_ids,
+                "principals": text_array([principal] * len(request_ids)),
+                "request_ids": uuid_array(request_ids),
             },
         )
         stored = {
@@ -253,9 +254,9 @@ def _write_statement(writes: BatchWrites) -> tuple[str, dict[str, Any]] | None:
         params.update(
             key_principal=writes.initiator,
             key_method=writes.method,
-            key_request_ids=ordered,
-            key_fingerprints=[writes.item_keys[k][0] for k in ordered],
-            key_responses=[writes.item_keys[k][1] for k in ordered],
+            key_request_ids=uuid_array(ordered),
+            key_fingerprints=bytea_array([writes.item_keys[k][0] for k in ordered]),
+            key_responses=text_array([writes.item_keys[k][1] for k in ordered]),
         )
     if writes.responses:
         parts.append(STORE_RESPONSES)

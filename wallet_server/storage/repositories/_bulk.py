@@ -12,6 +12,13 @@ from typing import Any
 from uuid import UUID
 
 from wallet_server.domain import Account, AccountKind, Transaction
+from wallet_server.storage._arrays import (
+    BinaryArray,
+    bigint_array,
+    text_array,
+    timestamptz_array,
+    uuid_array,
+)
 
 
 @cache
@@ -133,7 +140,7 @@ RECORD_POSTED = """
     )"""
 
 
-def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]]:
+def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, BinaryArray]:
     """Parameters of ``RECORD_POSTED`` for (transaction, initiator) pairs, in order."""
     deltas: dict[UUID, int] = {}
     legs = [(tx, leg) for tx, _ in txs for leg in tx.postings]
@@ -141,27 +148,27 @@ def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, list[Any]
         deltas[leg.account_id] = deltas.get(leg.account_id, 0) + leg.amount
     ordered = sorted(deltas)  # the order the locks were taken in
     return {
-        "transaction_ids": [tx.transaction_id for tx, _ in txs],
-        "kinds": [tx.kind.value for tx, _ in txs],
-        "statuses": [tx.status.value for tx, _ in txs],
-        "currencies": [tx.amount.currency for tx, _ in txs],
-        "amounts": [tx.amount.amount_minor for tx, _ in txs],
-        "from_account_ids": [tx.from_account_id for tx, _ in txs],
-        "to_account_ids": [tx.to_account_id for tx, _ in txs],
-        "memos": [tx.memo for tx, _ in txs],
-        "external_references": [tx.external_reference for tx, _ in txs],
-        "initiators": [initiator for _, initiator in txs],
-        "times": [tx.created_at for tx, _ in txs],
-        "posted_ats": [tx.posted_at for tx, _ in txs],
-        "partner_ids": [tx.partner_id for tx, _ in txs],
-        "status_messages": [tx.status_message for tx, _ in txs],
-        "leg_transactions": [tx.transaction_id for tx, _ in legs],
-        "leg_accounts": [leg.account_id for _, leg in legs],
-        "leg_amounts": [leg.amount for _, leg in legs],
-        "leg_currencies": [leg.currency or tx.amount.currency for tx, leg in legs],
-        "leg_times": [tx.posted_at or tx.created_at for tx, _ in legs],
-        "delta_accounts": ordered,
-        "delta_posted": [deltas[a] for a in ordered],
+        "transaction_ids": uuid_array([tx.transaction_id for tx, _ in txs]),
+        "kinds": text_array([tx.kind.value for tx, _ in txs]),
+        "statuses": text_array([tx.status.value for tx, _ in txs]),
+        "currencies": text_array([tx.amount.currency for tx, _ in txs]),
+        "amounts": bigint_array([tx.amount.amount_minor for tx, _ in txs]),
+        "from_account_ids": uuid_array([tx.from_account_id for tx, _ in txs]),
+        "to_account_ids": uuid_array([tx.to_account_id for tx, _ in txs]),
+        "memos": text_array([tx.memo for tx, _ in txs]),
+        "external_references": text_array([tx.external_reference for tx, _ in txs]),
+        "initiators": text_array([initiator for _, initiator in txs]),
+        "times": timestamptz_array([tx.created_at for tx, _ in txs]),
+        "posted_ats": timestamptz_array([tx.posted_at for tx, _ in txs]),
+        "partner_ids": uuid_array([tx.partner_id for tx, _ in txs]),
+        "status_messages": text_array([tx.status_message for tx, _ in txs]),
+        "leg_transactions": uuid_array([tx.transaction_id for tx, _ in legs]),
+        "leg_accounts": uuid_array([leg.account_id for _, leg in legs]),
+        "leg_amounts": bigint_array([leg.amount for _, leg in legs]),
+        "leg_currencies": text_array([leg.currency or tx.amount.currency for tx, leg in legs]),
+        "leg_times": timestamptz_array([tx.posted_at or tx.created_at for tx, _ in legs]),
+        "delta_accounts": uuid_array(ordered),
+        "delta_posted": bigint_array([deltas[a] for a in ordered]),
     }
 
 
@@ -179,14 +186,14 @@ STORE_RESPONSES = """
     )"""
 
 
-def response_params(responses: dict[tuple[str, UUID], str]) -> dict[str, list[Any]]:
+def response_params(responses: dict[tuple[str, UUID], str]) -> dict[str, BinaryArray]:
     """Parameters of ``STORE_RESPONSES`` for (principal, request_id) -> JSON text, in key
     order (the order concurrent claimers wait in)."""
     ordered = sorted(responses)
     return {
-        "response_principals": [p for p, _ in ordered],
-        "response_request_ids": [r for _, r in ordered],
-        "responses": [responses[k] for k in ordered],
+        "response_principals": text_array([p for p, _ in ordered]),
+        "response_request_ids": uuid_array([r for _, r in ordered]),
+        "responses": text_array([responses[k] for k in ordered]),
     }
 
 
@@ -214,12 +221,14 @@ APPEND_EVENTS = """
 EventText = tuple[str, UUID | None, Sequence[UUID], str]
 
 
-def event_params(events: Sequence[EventText]) -> dict[str, list[Any]]:
+def event_params(events: Sequence[EventText]) -> dict[str, BinaryArray]:
     """Parameters of ``APPEND_EVENTS``. Account ids travel as one space-separated string per
     row (arrays of arrays must be rectangular in PostgreSQL; rows touch one or two)."""
     return {
-        "event_types": [t for t, _, _, _ in events],
-        "event_partner_ids": [p for _, p, _, _ in events],
-        "event_accounts": [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events],
-        "event_payloads": [payload for _, _, _, payload in events],
+        "event_types": text_array([t for t, _, _, _ in events]),
+        "event_partner_ids": uuid_array([p for _, p, _, _ in events]),
+        "event_accounts": text_array(
+            [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events]
+        ),
+        "event_payloads": text_array([payload for _, _, _, payload in events]),
     }

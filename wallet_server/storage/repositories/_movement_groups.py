@@ -14,6 +14,14 @@ from typing import Any
 from uuid import UUID
 
 from wallet_server.domain import Account, Transaction
+from wallet_server.storage._arrays import (
+    BinaryArray,
+    bigint_array,
+    bytea_array,
+    text_array,
+    timestamptz_array,
+    uuid_array,
+)
 from wallet_server.storage.repositories._audit import NewAuditEntry
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
@@ -166,13 +174,13 @@ class MovementGroupRepository:
         cur = await self._conn.execute(
             _CLAIM_AND_LOCK,
             {
-                "principals": [p for p, _ in ordered],
-                "request_ids": [r for _, r in ordered],
-                "methods": [keys[k][0] for k in ordered],
-                "fingerprints": [keys[k][1] for k in ordered],
-                "usernames": [n for n, _ in names],
-                "currencies": [c for _, c in names],
-                "account_ids": sorted(set(account_ids)),
+                "principals": text_array([p for p, _ in ordered]),
+                "request_ids": uuid_array([r for _, r in ordered]),
+                "methods": text_array([keys[k][0] for k in ordered]),
+                "fingerprints": bytea_array([keys[k][1] for k in ordered]),
+                "usernames": text_array([n for n, _ in names]),
+                "currencies": text_array([c for _, c in names]),
+                "account_ids": uuid_array(sorted(set(account_ids))),
             },
         )
         stored: dict[IdempotencyKey, StoredResponse] = {}
@@ -204,7 +212,7 @@ class MovementGroupRepository:
         """Keys a concurrent transaction took and committed while the claim waited on it."""
         cur = await self._conn.execute(
             _READ_KEYS,
-            {"principals": [p for p, _ in keys], "request_ids": [r for _, r in keys]},
+            {"principals": text_array([p for p, _ in keys]), "request_ids": [r for _, r in keys]},
         )
         found = {
             (p, r): StoredResponse(m, bytes(f), resp) for p, r, m, f, resp in await cur.fetchall()
@@ -226,8 +234,8 @@ class MovementGroupRepository:
             params.update(response_params(writes.responses))
         if writes.released:
             parts.append(_RELEASE_KEYS)
-            params["released_principals"] = [p for p, _ in writes.released]
-            params["released_request_ids"] = [r for _, r in writes.released]
+            params["released_principals"] = text_array([p for p, _ in writes.released])
+            params["released_request_ids"] = uuid_array([r for _, r in writes.released])
         if writes.events:
             parts.append(APPEND_EVENTS)
             params.update(event_params(writes.events))
@@ -239,17 +247,17 @@ class MovementGroupRepository:
             await self._conn.execute(with_statement(*parts), params)
 
 
-def _audit_params(entries: Sequence[NewAuditEntry]) -> dict[str, list[Any]]:
+def _audit_params(entries: Sequence[NewAuditEntry]) -> dict[str, BinaryArray]:
     # Resource ids are uuids, which hold no spaces: one string per row keeps the arrays
     # rectangular.
     return {
-        "audit_call_ids": [e.call_id for e in entries],
-        "audit_times": [e.occurred_at for e in entries],
-        "audit_principals": [e.principal for e in entries],
-        "audit_methods": [e.method for e in entries],
-        "audit_resources": [" ".join(e.resource_ids) for e in entries],
-        "audit_codes": [e.code for e in entries],
-        "audit_latencies": [e.latency_us for e in entries],
-        "audit_peers": [e.peer for e in entries],
-        "audit_request_ids": [e.request_id for e in entries],
+        "audit_call_ids": uuid_array([e.call_id for e in entries]),
+        "audit_times": timestamptz_array([e.occurred_at for e in entries]),
+        "audit_principals": text_array([e.principal for e in entries]),
+        "audit_methods": text_array([e.method for e in entries]),
+        "audit_resources": text_array([" ".join(e.resource_ids) for e in entries]),
+        "audit_codes": text_array([e.code for e in entries]),
+        "audit_latencies": bigint_array([e.latency_us for e in entries]),
+        "audit_peers": text_array([e.peer for e in entries]),
+        "audit_request_ids": text_array([e.request_id for e in entries]),
     }
