@@ -209,9 +209,9 @@ async def test_each_item_gets_its_own_result_in_request_order(
         assert [row[0] for row in rows] == posted_ids
         events = await conn.execute(
             text(
-                "SELECT payload -> 'transaction' ->> 'transaction_id', account_ids, partner_id "
-                "FROM outbox WHERE type = 'transaction_created' AND payload -> 'transaction' "
-                "->> 'kind' = 'transfer' ORDER BY event_id"
+                "SELECT payload::json -> 'transaction' ->> 'transaction_id', account_ids, "
+                "partner_id FROM outbox WHERE type = 'transaction_created' "
+                "AND payload::json -> 'transaction' ->> 'kind' = 'transfer' ORDER BY event_id"
             )
         )
         assert [(UUID(r[0]), r[1], r[2]) for r in events] == [
@@ -232,8 +232,8 @@ async def test_event_carries_the_balance_right_after_its_own_item(
     async with clean_db.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT payload -> 'accounts' -> 0 ->> 'posted' FROM outbox "
-                "WHERE payload -> 'transaction' ->> 'kind' = 'transfer' ORDER BY event_id"
+                "SELECT payload::json -> 'accounts' -> 0 ->> 'posted' FROM outbox "
+                "WHERE payload::json -> 'transaction' ->> 'kind' = 'transfer' ORDER BY event_id"
             )
         )
         assert [int(r[0]) for r in rows] == [100, 120]
@@ -369,7 +369,8 @@ async def test_a_batch_replay_rebuilds_every_kind_of_item_outcome(
             row[0]: [sorted(entry) for entry in row[1]["batch"]]
             for row in await conn.execute(
                 text(
-                    "SELECT request_id, response FROM idempotency_keys WHERE request_id IN (:a, :b)"
+                    "SELECT request_id, response::json AS response FROM idempotency_keys "
+                    "WHERE request_id IN (:a, :b)"
                 ),
                 {"a": cmd.request_id, "b": failed.request_id},
             )
@@ -390,7 +391,7 @@ async def test_a_batch_recorded_whole_still_replays(
     first = await services.create_transfers(cmd, uow())
     async with clean_db.begin() as conn:
         await conn.execute(
-            text("UPDATE idempotency_keys SET response = CAST(:r AS json) WHERE request_id = :k"),
+            text("UPDATE idempotency_keys SET response = :r WHERE request_id = :k"),
             {"r": success_response(first), "k": cmd.request_id},
         )
         await conn.execute(
@@ -833,7 +834,10 @@ async def test_stored_responses_and_events_have_the_single_call_format(
 
     async with clean_db.connect() as conn:
         rows = await conn.execute(
-            text("SELECT request_id, response FROM idempotency_keys WHERE principal = :p"),
+            text(
+                "SELECT request_id, response::json AS response FROM idempotency_keys "
+                "WHERE principal = :p"
+            ),
             {"p": w.partner.key},
         )
         stored = {row[0]: row[1] for row in rows}
@@ -841,8 +845,8 @@ async def test_stored_responses_and_events_have_the_single_call_format(
             row[0]
             for row in await conn.execute(
                 text(
-                    "SELECT payload FROM outbox WHERE payload -> 'transaction' ->> 'kind' = "
-                    "'transfer' ORDER BY event_id"
+                    "SELECT payload::json AS payload FROM outbox "
+                    "WHERE payload::json -> 'transaction' ->> 'kind' = 'transfer' ORDER BY event_id"
                 )
             )
         ]

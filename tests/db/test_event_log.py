@@ -28,7 +28,7 @@ async def _numbers(engine: AsyncEngine) -> dict[str, int | None]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
-                "SELECT o.payload->>'name', s.sequence FROM outbox AS o "
+                "SELECT o.payload::json->>'name', s.sequence FROM outbox AS o "
                 "LEFT JOIN event_sequence AS s ON s.event_id = o.event_id"
             )
         )
@@ -51,7 +51,7 @@ async def test_an_event_that_commits_late_is_numbered_after_those_already_number
     # A reader that saw 1 and resumes after it gets the late event: nothing is skipped.
     async with UnitOfWork(clean_db) as uow:
         after_one = await uow.events.read(after=1, limit=10)
-    assert [e.payload["name"] for e in after_one] == ["early-but-slow"]
+    assert [json.loads(e.payload)["name"] for e in after_one] == ["early-but-slow"]
     assert await _number(clean_db) is None
 
 

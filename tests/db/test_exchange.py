@@ -173,7 +173,7 @@ async def test_a_quote_executes_as_one_exchange_with_four_legs_through_the_fx_po
             clean_db,
             "SELECT count(*) FROM outbox WHERE type = 'transaction_created' "
             "AND account_ids @> ARRAY[CAST(:u AS uuid), CAST(:j AS uuid)] "
-            "AND payload -> 'transaction' ->> 'transaction_id' = :t",
+            "AND payload::json -> 'transaction' ->> 'transaction_id' = :t",
             u=str(usd),
             j=str(jpy),
             t=str(tx.transaction_id),

@@ -181,7 +181,7 @@ async def test_a_refused_call_keeps_its_refusal_and_none_of_its_writes(
     assert runs == 1
     assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 0
     assert await count(clean_db, "SELECT count(*) FROM outbox WHERE type = 'test.event'") == 0
-    stored = "SELECT count(*) FROM idempotency_keys WHERE response -> 'error' IS NOT NULL"
+    stored = "SELECT count(*) FROM idempotency_keys WHERE response::json -> 'error' IS NOT NULL"
     assert await count(clean_db, stored) == 1
 
 
@@ -219,5 +219,5 @@ async def test_a_failure_inside_the_effect_rolls_the_call_back_and_frees_its_con
         await engine.dispose()
     assert attempts == []
     assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 1
-    stored = "SELECT count(*) FROM idempotency_keys WHERE response -> 'result' IS NOT NULL"
+    stored = "SELECT count(*) FROM idempotency_keys WHERE response::json -> 'result' IS NOT NULL"
     assert await count(clean_db, stored) == 1

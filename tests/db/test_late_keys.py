@@ -47,7 +47,7 @@ async def _hold_key(
     await conn.execute(
         text(
             "INSERT INTO idempotency_keys (principal, request_id, method, fingerprint, response) "
-            "VALUES (:p, :r, :m, :f, CAST(:response AS json))"
+            "VALUES (:p, :r, :m, :f, :response)"
         ),
         {
             "p": principal,

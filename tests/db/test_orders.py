@@ -160,7 +160,10 @@ async def freeze(engine: AsyncEngine, account_id: UUID) -> None:
 async def events(engine: AsyncEngine) -> list[tuple[str, UUID | None, list[UUID], Any]]:
     async with engine.connect() as conn:
         rows = await conn.execute(
-            text("SELECT type, partner_id, account_ids, payload FROM outbox ORDER BY event_id")
+            text(
+                "SELECT type, partner_id, account_ids, payload::json AS payload FROM outbox "
+                "ORDER BY event_id"
+            )
         )
         return [(r.type, r.partner_id, list(r.account_ids), r.payload) for r in rows]
 

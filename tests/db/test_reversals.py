@@ -106,7 +106,7 @@ async def test_reversing_a_transfer_posts_the_opposite_legs_and_links_both_ways(
         await count(
             clean_db,
             "SELECT count(*) FROM outbox WHERE type = 'transaction_created' "
-            "AND payload -> 'transaction' ->> 'transaction_id' = :t "
+            "AND payload::json -> 'transaction' ->> 'transaction_id' = :t "
             "AND account_ids @> ARRAY[CAST(:a AS uuid), CAST(:b AS uuid)]",
             t=str(reversal.transaction_id),
             a=str(a),
@@ -176,7 +176,7 @@ async def test_reversing_a_deposit_takes_it_back_to_the_partner_even_from_a_froz
         await count(
             clean_db,
             "SELECT count(*) FROM outbox WHERE partner_id = :p "
-            "AND payload -> 'transaction' ->> 'transaction_id' = :t",
+            "AND payload::json -> 'transaction' ->> 'transaction_id' = :t",
             p=partner.partner_id,
             t=str(reversal.transaction_id),
         )

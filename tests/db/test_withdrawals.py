@@ -153,7 +153,7 @@ async def events(engine: AsyncEngine, tx_id: UUID) -> list[tuple[str, UUID | Non
         result = await conn.execute(
             text(
                 "SELECT type, partner_id FROM outbox "
-                "WHERE payload->'transaction'->>'transaction_id' = :t ORDER BY event_id"
+                "WHERE payload::json->'transaction'->>'transaction_id' = :t ORDER BY event_id"
             ),
             {"t": str(tx_id)},
         )

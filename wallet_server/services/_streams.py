@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet_server.domain import (
@@ -195,7 +195,7 @@ class EventHub:
                 if row.partner_id is not None:
                     interested += self._by_partner.get(row.partner_id, ())
                 if interested:  # only these payloads are parsed
-                    item = SequencedEvent(row.sequence, decode_event(json.loads(row.payload)))
+                    item = SequencedEvent(row.sequence, decode_event(orjson.loads(row.payload)))
                     for sub in interested:
                         sub.offer(item)
                 self._top = row.sequence
@@ -256,7 +256,7 @@ async def stream_events(
                         partner_id=partner_id,
                     )
                 for row in rows:
-                    yield SequencedEvent(row.sequence, decode_event(row.payload))
+                    yield SequencedEvent(row.sequence, decode_event(orjson.loads(row.payload)))
                     last = row.sequence
                 if len(rows) < CATCH_UP_PAGE:
                     break

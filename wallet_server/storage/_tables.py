@@ -20,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSON, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -199,7 +199,7 @@ idempotency_keys = Table(
     Column("request_id", UUID(as_uuid=True), primary_key=True),
     Column("method", Text, nullable=False),
     Column("fingerprint", LargeBinary, nullable=False),
-    Column("response", JSON, nullable=True),
+    Column("response", Text, nullable=True),  # JSON, as text (migration 0007)
     _created_at(),
     Index(None, "created_at"),
 )
@@ -353,7 +353,7 @@ outbox = Table(
     Column("type", Text, nullable=False),
     Column("partner_id", UUID(as_uuid=True), nullable=True),
     Column("account_ids", ARRAY(UUID(as_uuid=True)), nullable=False),
-    Column("payload", JSON, nullable=False),
+    Column("payload", Text, nullable=False),  # JSON, as text (migration 0007)
     Index("ix_outbox_account_ids", "account_ids", postgresql_using="gin"),
 )
 

@@ -36,7 +36,7 @@ from wallet_server.storage.repositories._bulk import (
     response_params,
     with_statement,
 )
-from wallet_server.storage.repositories._idempotency import StoredResponse
+from wallet_server.storage.repositories._idempotency import StoredResponse, stored_response
 
 # In one statement: the stored record of every item key already taken, and the accounts of
 # the other items, user accounts locked in id order like every other writer, system
@@ -89,7 +89,7 @@ _STORE_ITEM_KEYS = """
         SELECT %(key_principal)b::text, i.request_id, %(key_method)b::text, i.fingerprint,
             i.response
         FROM unnest(%(key_request_ids)b::uuid[], %(key_fingerprints)b::bytea[],
-            %(key_responses)b::text[]::json[]) AS i(request_id, fingerprint, response)
+            %(key_responses)b::text[]) AS i(request_id, fingerprint, response)
         ORDER BY i.request_id
         ON CONFLICT DO NOTHING
         RETURNING 1
@@ -160,7 +160,7 @@ class BatchRepository:
             if row[0] == "a":
                 accounts[row[5]] = account_from_row(row[5:])
             else:
-                stored[row[1]] = StoredResponse(row[2], bytes(row[3]), row[4])
+                stored[row[1]] = stored_response(row[2], row[3], row[4])
         return BatchReads(stored=stored, accounts=accounts)
 
     async def stored_with_batch(
@@ -185,7 +185,7 @@ class BatchRepository:
             },
         )
         stored = {
-            request_id: StoredResponse(method, bytes(fingerprint), response)
+            request_id: stored_response(method, fingerprint, response)
             for request_id, method, fingerprint, response in await cur.fetchall()
         }
         if len(stored) != len(set(request_ids)):

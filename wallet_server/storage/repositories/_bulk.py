@@ -181,7 +181,7 @@ STORE_RESPONSES = """
     responses AS (
         UPDATE idempotency_keys AS k SET response = r.response
         FROM unnest(%(response_principals)b::text[], %(response_request_ids)b::uuid[],
-            %(responses)b::text[]::json[]) AS r(principal, request_id, response)
+            %(responses)b::text[]) AS r(principal, request_id, response)
         WHERE k.principal = r.principal AND k.request_id = r.request_id
     )"""
 
@@ -207,7 +207,7 @@ APPEND_EVENTS = """
                 ELSE string_to_array(e.accounts, ' ')::uuid[] END,
             e.payload
         FROM unnest(%(event_types)b::text[], %(event_partner_ids)b::uuid[],
-            %(event_accounts)b::text[], %(event_payloads)b::text[]::json[])
+            %(event_accounts)b::text[], %(event_payloads)b::text[])
             WITH ORDINALITY AS e(type, partner_id, accounts, payload, n)
         ORDER BY e.n
         RETURNING event_id

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Text, cast, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.storage._driver import Driver, fetch_rows
@@ -70,7 +69,7 @@ class StoredEvent:
     sequence: int
     account_ids: tuple[UUID, ...]
     partner_id: UUID | None
-    payload: Any
+    payload: str  # JSON text
 
 
 class EventRepository:
@@ -121,7 +120,7 @@ class EventRepository:
                 event_sequence.c.sequence,
                 outbox.c.account_ids,
                 outbox.c.partner_id,
-                cast(outbox.c.payload, Text).label("payload"),
+                outbox.c.payload,
             )
             .select_from(_NUMBERED)
             .where(event_sequence.c.sequence > after)
@@ -142,7 +141,8 @@ class EventRepository:
         partner_id: UUID | None = None,
         up_to: int | None = None,
     ) -> list[StoredEvent]:
-        """Numbered events after ``after`` (for one account, one partner, or all), in order."""
+        """Numbered events after ``after`` (for one account, one partner, or all), in order,
+        with the payload as JSON text."""
         stmt = (
             select(
                 event_sequence.c.sequence,

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+from psycopg.abc import Buffer
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,7 +20,14 @@ from wallet_server.storage._tables import idempotency_keys
 class StoredResponse:
     method: str
     fingerprint: bytes
-    response: Any
+    response: Any  # the parsed document; None while the call that claimed the key runs
+
+
+def stored_response(method: str, fingerprint: Buffer, response: str | None) -> StoredResponse:
+    """A key's record from its columns; the response column holds JSON text."""
+    return StoredResponse(
+        method, bytes(fingerprint), None if response is None else orjson.loads(response)
+    )
 
 
 _CLAIM = """
@@ -34,7 +43,7 @@ _READ = """
 """
 
 _STORE = """
-    UPDATE idempotency_keys SET response = CAST(:response AS json)
+    UPDATE idempotency_keys SET response = :response
     WHERE principal = :principal AND request_id = :request_id
 """
 
@@ -65,7 +74,7 @@ class IdempotencyRepository:
             found = await fetch_rows(self._driver, _READ, key)
             if found:
                 row = found[0]
-                return StoredResponse(row.method, bytes(row.fingerprint), row.response)
+                return stored_response(row.method, row.fingerprint, row.response)
             # Purged between the two statements: claim it afresh.
         raise RuntimeError("idempotency key neither insertable nor readable")
 

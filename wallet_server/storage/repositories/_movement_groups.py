@@ -36,7 +36,7 @@ from wallet_server.storage.repositories._bulk import (
     response_params,
     with_statement,
 )
-from wallet_server.storage.repositories._idempotency import StoredResponse
+from wallet_server.storage.repositories._idempotency import StoredResponse, stored_response
 
 IdempotencyKey = tuple[str, UUID]  # (principal, request_id)
 
@@ -77,7 +77,7 @@ _CLAIM_AND_LOCK = f"""
         SELECT account_id FROM named
     ),
     {lock_wanted_accounts(after="claimed")}
-    SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::json,
+    SELECT 'c', c.principal, c.request_id, NULL::bytea, NULL::text,
         NULL::uuid, NULL::text, NULL::text, NULL::uuid, NULL::uuid, NULL::bigint,
         NULL::bigint, NULL::boolean, NULL::timestamptz
     FROM claimed AS c
@@ -199,7 +199,7 @@ class MovementGroupRepository:
                 if tag == "c":
                     claimed.append((row[1], row[2]))
                 else:
-                    stored[(row[1], row[2])] = StoredResponse(row[7], bytes(row[3]), row[4])
+                    stored[(row[1], row[2])] = stored_response(row[7], row[3], row[4])
         # A key purged while the claim waited on it is claimed afresh, though the statement's
         # snapshot still shows the old record: the claim is what counts.
         for key in claimed:
@@ -214,9 +214,7 @@ class MovementGroupRepository:
             _READ_KEYS,
             {"principals": text_array([p for p, _ in keys]), "request_ids": [r for _, r in keys]},
         )
-        found = {
-            (p, r): StoredResponse(m, bytes(f), resp) for p, r, m, f, resp in await cur.fetchall()
-        }
+        found = {(p, r): stored_response(m, f, resp) for p, r, m, f, resp in await cur.fetchall()}
         if len(found) != len(keys):
             # Purged between the statements: the group fails and its calls run one by one.
             raise RuntimeError("idempotency keys neither claimable nor readable")

@@ -1,4 +1,4 @@
-"""Migration 0006 moves event numbers out of the outbox rows and back, keeping each one."""
+"""Migrations that move or retype data keep every value, both ways."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _rows(url: str, query: str) -> list[tuple[object, ...]]:
         return conn.execute(query).fetchall()
 
 
-def test_numbers_move_to_their_own_table_and_back(scratch_url: str) -> None:
+def test_0006_numbers_move_to_their_own_table_and_back(scratch_url: str) -> None:
     migrate(scratch_url, "0005")
     with psycopg.connect(scratch_url) as conn:
         conn.execute(
@@ -76,3 +76,48 @@ def test_numbers_move_to_their_own_table_and_back(scratch_url: str) -> None:
         (3, 1),
         (4, None),
     ]
+
+
+_COLUMN_TYPES = """
+    SELECT table_name, data_type FROM information_schema.columns
+    WHERE (table_name, column_name) IN (('idempotency_keys', 'response'), ('outbox', 'payload'))
+    ORDER BY table_name
+"""
+
+
+def test_0007_documents_become_text_and_back_unchanged(scratch_url: str) -> None:
+    migrate(scratch_url, "0006")
+    # As psycopg and the server wrote them: compact, keys in the encoder's order.
+    response = '{"result":{"transaction_id":"t-1","amount":{"currency":"EUR","amount_minor":5}}}'
+    payload = '{"type":"transaction_created","accounts":[],"note":"caf\u00e9 \u20ac"}'
+    with psycopg.connect(scratch_url) as conn:
+        conn.execute(
+            "INSERT INTO idempotency_keys (principal, request_id, method, fingerprint, response)"
+            " VALUES ('user:1', gen_random_uuid(), 'Transfer', '\\x00', %s::json),"
+            " ('user:1', gen_random_uuid(), 'Transfer', '\\x01', NULL)",
+            (response,),
+        )
+        conn.execute(
+            "INSERT INTO outbox (type, account_ids, payload) VALUES ('t', '{}', %s::json)",
+            (payload,),
+        )
+
+    migrate(scratch_url)
+
+    assert _rows(scratch_url, _COLUMN_TYPES) == [("idempotency_keys", "text"), ("outbox", "text")]
+    assert _rows(scratch_url, "SELECT response FROM idempotency_keys ORDER BY fingerprint") == [
+        (response,),
+        (None,),
+    ]
+    assert _rows(scratch_url, "SELECT payload FROM outbox") == [(payload,)]
+
+    _downgrade(scratch_url, "0006")
+
+    assert _rows(scratch_url, _COLUMN_TYPES) == [("idempotency_keys", "json"), ("outbox", "json")]
+    assert _rows(
+        scratch_url, "SELECT response::text FROM idempotency_keys ORDER BY fingerprint"
+    ) == [
+        (response,),
+        (None,),
+    ]
+    assert _rows(scratch_url, "SELECT payload::text FROM outbox") == [(payload,)]
