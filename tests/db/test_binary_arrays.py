@@ -13,6 +13,7 @@ import pytest
 from psycopg.adapt import PyFormat, Transformer
 
 from wallet_server.storage._arrays import (
+    BinaryArray,
     bigint_array,
     bytea_array,
     text_array,
@@ -23,7 +24,7 @@ from wallet_server.storage._arrays import (
 _NOW = datetime.now(UTC)
 _IDS = [uuid.uuid4() for _ in range(300)]
 
-CASES: list[tuple[str, Callable[[Any], bytes], Sequence[Any]]] = [
+CASES: list[tuple[str, Callable[[Any], BinaryArray], Sequence[Any]]] = [
     ("uuid[]", uuid_array, _IDS),
     ("uuid[]", uuid_array, [uuid.UUID(int=0), None, _IDS[0], None, _IDS[0]]),
     ("uuid[]", uuid_array, [None]),
@@ -60,7 +61,7 @@ def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 def test_an_array_reads_back_as_its_values(
     conn: psycopg.Connection[Any],
     sql_type: str,
-    build: Callable[[Any], bytes],
+    build: Callable[[Any], BinaryArray],
     values: Sequence[Any],
 ) -> None:
     row = conn.execute(f"SELECT %b::{sql_type}", (build(values),)).fetchone()
@@ -100,10 +101,10 @@ SAME_AS_PSYCOPG = [
 
 @pytest.mark.parametrize(("build", "values"), SAME_AS_PSYCOPG)
 def test_the_bytes_are_those_of_psycopgs_own_list_dumper(
-    build: Callable[[Any], bytes], values: Sequence[Any]
+    build: Callable[[Any], BinaryArray], values: Sequence[Any]
 ) -> None:
     (theirs,) = Transformer().dump_sequence([list(values)], [PyFormat.BINARY])
-    assert build(values) == bytes(theirs)  # type: ignore[arg-type]
+    assert build(values).data == bytes(theirs)  # type: ignore[arg-type]
 
 
 def test_a_naive_time_is_refused() -> None:

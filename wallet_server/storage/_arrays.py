@@ -47,11 +47,18 @@ _MICROSECOND = timedelta(microseconds=1)
 _is_none = partial(operator.is_, None)
 
 
-class BinaryArray(bytes):
-    """A one-dimensional array parameter, already encoded; ``oid`` is its array type."""
+class BinaryArray:
+    """A one-dimensional array parameter, already encoded; ``oid`` is its array type.
 
+    It holds the bytes rather than being them: a batch's documents make arrays of a
+    megabyte or more, and a ``bytes`` subclass would copy them once more."""
+
+    __slots__ = ("data",)
     oid: ClassVar[int]
     element_oid: ClassVar[int]
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 _A = TypeVar("_A", bound=BinaryArray)
@@ -92,12 +99,12 @@ def _elements(
     None. Each distinct value is encoded once: columns of a batch repeat a few values (kinds,
     methods, currencies, clock readings) a thousand times."""
     distinct = set(values)
-    encoded: dict[Any, bytes] = {None: _NULL}
+    encoded: dict[Any, tuple[bytes, ...]] = {None: (_NULL,)}
     for value in distinct:
         if value is not None:
             data = encode(value)
-            encoded[value] = _pack_len(len(data)) + data
-    return map(encoded.__getitem__, values), None in distinct
+            encoded[value] = (_pack_len(len(data)), data)  # joined once, at the end
+    return chain.from_iterable(map(encoded.__getitem__, values)), None in distinct
 
 
 def uuid_array(values: Sequence[UUID | None]) -> UuidArray:
@@ -145,7 +152,7 @@ class _PassThrough(Dumper):
     format = pq.Format.BINARY
 
     def dump(self, obj: BinaryArray) -> bytes:
-        return obj
+        return obj.data
 
 
 for _kind in (UuidArray, TextArray, BigintArray, TimestamptzArray, ByteaArray):
