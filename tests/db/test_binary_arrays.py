@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg.adapt import PyFormat, Transformer
 
+from wallet_server.storage import create_engine
 from wallet_server.storage._arrays import (
     BinaryArray,
     bigint_array,
@@ -20,6 +21,7 @@ from wallet_server.storage._arrays import (
     timestamptz_array,
     uuid_array,
 )
+from wallet_server.storage._driver import driver_of
 
 _NOW = datetime.now(UTC)
 _IDS = [uuid.uuid4() for _ in range(300)]
@@ -115,3 +117,19 @@ def test_a_naive_time_is_refused() -> None:
 def test_a_null_integer_is_refused() -> None:
     with pytest.raises(struct.error):
         bigint_array([1, None])  # type: ignore[list-item]
+
+
+async def test_every_connection_of_the_engine_sends_arrays_with_either_placeholder(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            driver = await driver_of(conn)
+            for placeholder in ("%s", "%b"):
+                cur = await driver.execute(
+                    f"SELECT {placeholder}::text[]", (text_array(["a", None]),)
+                )
+                assert await cur.fetchone() == (["a", None],)
+    finally:
+        await engine.dispose()

@@ -473,13 +473,14 @@ async def create_transfers(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult
                 )
                 await uow.commit(code=exc.status_name)
                 raise
-        touched: dict[str, None] = {}
-        for r in result.results:
-            if r.transaction is not None:
-                tx = r.transaction
-                touched.update(dict.fromkeys(map(id_text, (tx.from_account_id, tx.to_account_id))))
-                touched[id_text(tx.transaction_id)] = None
-        note_resources(*touched)
+        note_resources(
+            *dict.fromkeys(
+                id_text(touched)
+                for r in result.results
+                if (tx := r.transaction) is not None
+                for touched in (tx.from_account_id, tx.to_account_id, tx.transaction_id)
+            )
+        )
         await uow.commit()
         return result
 

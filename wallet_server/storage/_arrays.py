@@ -25,12 +25,13 @@ from uuid import UUID
 
 import psycopg
 from psycopg import pq
-from psycopg.adapt import Dumper
+from psycopg.adapt import AdaptersMap, Dumper
 
 __all__ = [
     "BinaryArray",
     "bigint_array",
     "bytea_array",
+    "register_array_dumpers",
     "text_array",
     "timestamptz_array",
     "uuid_array",
@@ -155,8 +156,20 @@ class _PassThrough(Dumper):
         return obj.data
 
 
-for _kind in (UuidArray, TextArray, BigintArray, TimestamptzArray, ByteaArray):
-    # The global map is the template of every connection made after this import.
-    psycopg.adapters.register_dumper(
-        _kind, type(f"{_kind.__name__}Dumper", (_PassThrough,), {"oid": _kind.oid})
-    )
+_DUMPERS = {
+    kind: type(f"{kind.__name__}Dumper", (_PassThrough,), {"oid": kind.oid})
+    for kind in (UuidArray, TextArray, BigintArray, TimestamptzArray, ByteaArray)
+}
+
+
+def register_array_dumpers(adapters: AdaptersMap) -> None:
+    """Let the connections of ``adapters`` send these arrays."""
+    for kind, dumper in _DUMPERS.items():
+        adapters.register_dumper(kind, dumper)
+
+
+# On psycopg's global map, the template of every connection opened after this: the engine
+# module imports this one, so no engine's connection is opened before. (A connection opened
+# earlier would miss the dumpers for some placeholder formats and not others: the map copies
+# each format's table on its first registration.)
+register_array_dumpers(psycopg.adapters)

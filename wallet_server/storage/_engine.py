@@ -8,6 +8,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+# Imported for its effect: psycopg learns the array parameters before any engine exists.
+import wallet_server.storage._arrays  # noqa: F401
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -10,6 +10,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wallet_server.storage._arrays import text_array
 from wallet_server.storage._driver import Driver, run_sql
 from wallet_server.storage._tables import audit_log
 
@@ -70,7 +71,7 @@ class AuditRepository:
                     "occurred_at": e.occurred_at,
                     "principal": e.principal,
                     "method": e.method,
-                    "resource_ids": list(e.resource_ids),
+                    "resource_ids": text_array(e.resource_ids),  # a batch names thousands
                     "code": e.code,
                     "latency_us": e.latency_us,
                     "peer": e.peer,

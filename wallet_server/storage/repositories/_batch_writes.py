@@ -31,6 +31,7 @@ from wallet_server.storage.repositories._bulk import (
     EventText,
     account_from_row,
     event_params,
+    in_id_order,
     lock_wanted_accounts,
     record_params,
     response_params,
@@ -144,7 +145,7 @@ class BatchRepository:
     ) -> BatchReads:
         """The stored records of ``keys`` (request_id -> source, destination) already taken,
         and the accounts of the other items, locked as the module says."""
-        ordered = sorted(keys)
+        ordered = in_id_order(keys)
         cur = await self._conn.execute(
             _READ_AND_LOCK,
             {
@@ -250,7 +251,7 @@ def _write_statement(writes: BatchWrites) -> tuple[str, dict[str, Any]] | None:
     params: dict[str, Any] = {}
     if writes.item_keys:
         parts.append(_STORE_ITEM_KEYS)
-        ordered = sorted(writes.item_keys)
+        ordered = in_id_order(writes.item_keys)
         params.update(
             key_principal=writes.initiator,
             key_method=writes.method,

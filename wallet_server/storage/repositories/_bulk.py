@@ -6,12 +6,13 @@ driver connection; a writer joins the ones it needs as ``WITH a, b, c SELECT 1``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
-from wallet_server.domain import Account, AccountKind, Transaction
+from wallet_server.domain import Account, AccountKind, Transaction, id_text
 from wallet_server.storage._arrays import (
     BinaryArray,
     bigint_array,
@@ -29,6 +30,25 @@ def with_statement(*ctes: str, select: str = "1") -> str:
     folded statements stay under that, so each shape is parsed once per process.
     """
     return " ".join(("WITH " + ", ".join(ctes) + " SELECT " + select).split())
+
+
+def in_id_order(ids: Iterable[UUID]) -> list[UUID]:
+    """``sorted(ids)`` with the comparisons in C: by ``UUID.int``, the same order as
+    ``UUID.__lt__`` (a Python call per comparison, about 0.8 ms for 1000 ids) and as
+    PostgreSQL's (16 unsigned bytes)."""
+    return sorted(ids, key=_id_int)
+
+
+def in_key_order(keys: Iterable[tuple[str, UUID]]) -> list[tuple[str, UUID]]:
+    """``sorted(keys)`` for (principal, request_id) keys, as :func:`in_id_order` does it."""
+    return sorted(keys, key=_key_ints)
+
+
+_id_int = attrgetter("int")
+
+
+def _key_ints(key: tuple[str, UUID]) -> tuple[str, int]:
+    return key[0], key[1].int
 
 
 ACCOUNT_COLUMNS = (
@@ -146,7 +166,7 @@ def record_params(txs: Sequence[tuple[Transaction, str]]) -> dict[str, BinaryArr
     legs = [(tx, leg) for tx, _ in txs for leg in tx.postings]
     for _, leg in legs:
         deltas[leg.account_id] = deltas.get(leg.account_id, 0) + leg.amount
-    ordered = sorted(deltas)  # the order the locks were taken in
+    ordered = in_id_order(deltas)  # the order the locks were taken in
     return {
         "transaction_ids": uuid_array([tx.transaction_id for tx, _ in txs]),
         "kinds": text_array([tx.kind.value for tx, _ in txs]),
@@ -189,7 +209,7 @@ STORE_RESPONSES = """
 def response_params(responses: dict[tuple[str, UUID], str]) -> dict[str, BinaryArray]:
     """Parameters of ``STORE_RESPONSES`` for (principal, request_id) -> JSON text, in key
     order (the order concurrent claimers wait in)."""
-    ordered = sorted(responses)
+    ordered = in_key_order(responses)
     return {
         "response_principals": text_array([p for p, _ in ordered]),
         "response_request_ids": uuid_array([r for _, r in ordered]),
@@ -228,7 +248,7 @@ def event_params(events: Sequence[EventText]) -> dict[str, BinaryArray]:
         "event_types": text_array([t for t, _, _, _ in events]),
         "event_partner_ids": uuid_array([p for _, p, _, _ in events]),
         "event_accounts": text_array(
-            [" ".join(str(a) for a in accounts) for _, _, accounts, _ in events]
+            [" ".join(map(id_text, accounts)) for _, _, accounts, _ in events]
         ),
         "event_payloads": text_array([payload for _, _, _, payload in events]),
     }

@@ -31,6 +31,8 @@ from wallet_server.storage.repositories._bulk import (
     EventText,
     account_from_row,
     event_params,
+    in_id_order,
+    in_key_order,
     lock_wanted_accounts,
     record_params,
     response_params,
@@ -170,7 +172,7 @@ class MovementGroupRepository:
     ) -> GroupReads:
         """Claim ``keys`` (key -> method and request fingerprint), resolve ``names``
         (username, currency) and lock every account involved, in one statement."""
-        ordered = sorted(keys)
+        ordered = in_key_order(keys)
         cur = await self._conn.execute(
             _CLAIM_AND_LOCK,
             {
@@ -180,7 +182,7 @@ class MovementGroupRepository:
                 "fingerprints": bytea_array([keys[k][1] for k in ordered]),
                 "usernames": text_array([n for n, _ in names]),
                 "currencies": text_array([c for _, c in names]),
-                "account_ids": uuid_array(sorted(set(account_ids))),
+                "account_ids": uuid_array(in_id_order(set(account_ids))),
             },
         )
         stored: dict[IdempotencyKey, StoredResponse] = {}
