@@ -6,6 +6,9 @@ batch (1000 responses of about 0.8 KB and 1000 events of about 1.2 KB) the state
 stores them took a median 22.3 ms on PostgreSQL 15 with ``json`` columns and 14.7 ms with
 ``text``, on the batch's critical path. To look inside one by hand, cast it: ``payload::json``.
 
+Changing the type rewrites both tables under an exclusive lock: on a large outbox or key
+table, writers wait until it is done.
+
 Revision ID: 0007
 Revises: 0006
 """
