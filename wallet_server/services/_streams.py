@@ -185,7 +185,7 @@ class EventHub:
                 await self._skip_unwatched()
                 return
             async with UnitOfWork(self._engine) as uow:
-                rows = await uow.events.read_for_dispatch(after=self._top, limit=CATCH_UP_PAGE)
+                rows = await uow.events.read(after=self._top, limit=CATCH_UP_PAGE)
             if not rows:
                 return
             for row in rows:

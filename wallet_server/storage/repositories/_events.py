@@ -112,26 +112,6 @@ class EventRepository:
         ).one()
         return int(row[0])
 
-    async def read_for_dispatch(self, *, after: int, limit: int) -> list[StoredEvent]:
-        """Numbered events after ``after``, in order, with the payload as unparsed JSON text
-        (a dispatcher parses only the ones somebody wants)."""
-        stmt = (
-            select(
-                event_sequence.c.sequence,
-                outbox.c.account_ids,
-                outbox.c.partner_id,
-                outbox.c.payload,
-            )
-            .select_from(_NUMBERED)
-            .where(event_sequence.c.sequence > after)
-            .order_by(event_sequence.c.sequence)
-            .limit(limit)
-        )
-        return [
-            StoredEvent(row.sequence, tuple(row.account_ids), row.partner_id, row.payload)
-            for row in await self._conn.execute(stmt)
-        ]
-
     async def read(
         self,
         *,
