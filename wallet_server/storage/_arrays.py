@@ -1,11 +1,11 @@
 """Array parameters in PostgreSQL's binary array format, built in a few C-level passes.
 
 psycopg's list dumper adapts one element at a time through Python calls, about 0.3 µs
-each; a 1000-item batch sends some 40,000 elements, which cost it about 12 ms of the
-batch's critical path. These builders encode a whole column at once (joins, ``struct``
-and ``int.to_bytes`` over maps) and wrap the result in a type whose dumper passes it
-through with the array's type oid. The statements cast each parameter to its array type,
-as with plain lists.
+each; a 1000-item batch sends some 40,000 elements. These builders take 0.04-0.1 µs per
+element (served alternately in one server, a batch's median went from 138.6 to 136.3 ms).
+They encode a whole column at once (joins, ``struct`` and ``int.to_bytes`` over maps) and
+wrap the result in a type whose dumper passes it through with the array's type oid. The
+statements cast each parameter to its array type, as with plain lists.
 
 The format: a header (dimensions 1, whether any element is NULL, the element type's oid),
 the length with lower bound 1, then each element as a 4-byte length (-1 for NULL) and its

@@ -214,7 +214,10 @@ class MovementGroupRepository:
         """Keys a concurrent transaction took and committed while the claim waited on it."""
         cur = await self._conn.execute(
             _READ_KEYS,
-            {"principals": text_array([p for p, _ in keys]), "request_ids": [r for _, r in keys]},
+            {
+                "principals": text_array([p for p, _ in keys]),
+                "request_ids": uuid_array([r for _, r in keys]),
+            },
         )
         found = {(p, r): stored_response(m, f, resp) for p, r, m, f, resp in await cur.fetchall()}
         if len(found) != len(keys):
