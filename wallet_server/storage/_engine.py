@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # Imported for its effect: psycopg learns the array parameters before any engine exists.
@@ -23,7 +25,7 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -33,6 +35,25 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # Statement parameters hold password and token hashes: never put them in logs.
         hide_parameters=True,
     )
+    event.listen(engine.sync_engine, "connect", _utc_session)
+    return engine
+
+
+def _utc_session(dbapi_connection: Any, _record: Any) -> None:
+    """Every session in UTC, whatever the database's default zone. psycopg then reads times
+    with ``datetime.UTC`` instead of a ``ZoneInfo`` such as ``Etc/UTC``: the same instants, but
+    only the former hits the codec's cache of spellings. A 1000-item batch's events name some
+    1500 accounts, each with its creation time read back: spelled in about 0.2 ms instead of
+    1.2. Nothing in our SQL depends on the session's zone. Done on connect, not through
+    ``options``, which would replace the user's own from the URL or ``PGOPTIONS``."""
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True  # a SET inside a transaction the pool rolls back is undone
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    finally:
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
 
 
 def connections_per_process(pool_size: int) -> int:

@@ -1,0 +1,46 @@
+"""Sessions of the server's engine: UTC whatever the database or the URL asks for, and the
+URL's other session options kept."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from urllib.parse import quote
+
+from sqlalchemy import text
+
+from wallet_server.storage import create_engine, driver_of
+
+
+def _with_options(url: str, options: str) -> str:
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(options)}"
+
+
+async def test_sessions_are_in_utc_and_keep_the_urls_other_options(database_url: str) -> None:
+    url = _with_options(database_url, "-c TimeZone=Europe/Amsterdam -c statement_timeout=4321")
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SHOW TimeZone"))).scalar_one() == "UTC"
+            assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "4321ms"
+            read = (await conn.execute(text("SELECT now()"))).scalar_one()
+            assert read.tzinfo is UTC
+            driver = await driver_of(conn)
+            cur = await driver.execute("SELECT now()")
+            row = await cur.fetchone()
+            assert row is not None
+            assert row[0].tzinfo is UTC
+    finally:
+        await engine.dispose()
+
+
+async def test_the_zone_outlives_a_rolled_back_transaction(database_url: str) -> None:
+    url = _with_options(database_url, "-c TimeZone=Asia/Kolkata")
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            await conn.rollback()
+        async with engine.connect() as conn:  # the same pooled session, after the pool's reset
+            assert (await conn.execute(text("SHOW TimeZone"))).scalar_one() == "UTC"
+    finally:
+        await engine.dispose()
