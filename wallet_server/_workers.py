@@ -69,7 +69,7 @@ def worker_count(requested: int | None, *, cores: int, per_worker: int, database
     if requested > fits:
         raise StartupError(
             f"{requested} worker(s) may open {requested * per_worker} database connections "
-            f"({per_worker} each: 2 x database_pool_size + 1) but the database allows "
+            f"({per_worker} each: database_pool_size + 1) but the database allows "
             f"{database_limit}; use fewer --workers, a smaller database_pool_size, or raise "
             "PostgreSQL's max_connections"
         )

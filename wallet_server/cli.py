@@ -301,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=_worker_count,
         help="server processes sharing both ports, default one per CPU core as far as the "
-        "database's max_connections allows; each may open 2 x database_pool_size + 1 "
+        "database's max_connections allows; each may open database_pool_size + 1 "
         "connections",
     )
     serve.add_argument("--ready-file", help=argparse.SUPPRESS)

@@ -56,7 +56,7 @@ class Settings:
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600
     idempotency_retention_hours: int = 24
-    database_pool_size: int = 10
+    database_pool_size: int = 20
     password_time_cost: int = 3
     password_memory_kib: int = 65536
     login_max_failures: int = 5

@@ -24,11 +24,15 @@ def sqlalchemy_url(url: str) -> str:
     raise ValueError("database URL must start with postgresql://")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: an overflow connection is closed when it comes back to a full pool, so
+        # load just above the pool's size opened and closed sessions all the time (about 50
+        # in 16 s of 16 payments in flight against a pool of 10, each a new PostgreSQL backend).
+        # Every connection, once opened, stays; callers beyond ``pool_size`` wait for one.
+        max_overflow=0,
         pool_pre_ping=False,
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
@@ -57,9 +61,9 @@ def _utc_session(dbapi_connection: Any, _record: Any) -> None:
 
 
 def connections_per_process(pool_size: int) -> int:
-    """The most connections one server process opens: its pool with as many again in
-    overflow, and the event hub's listener."""
-    return 2 * pool_size + 1
+    """The most connections one server process opens: its pool and the event hub's
+    listener."""
+    return pool_size + 1
 
 
 def connection_limit(url: str) -> int:
