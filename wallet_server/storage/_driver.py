@@ -64,12 +64,14 @@ async def savepoint(
     """Undo the block's writes when it raises one of ``undo_on``; any other exception leaves
     them to the rollback of the whole transaction (which follows it anyway, and which a
     broken connection cannot refuse). Plain statements rather than psycopg's transaction
-    block, whose bookkeeping the SQL toolkit's commit and rollback do not know."""
+    block, whose bookkeeping the SQL toolkit's commit and rollback do not know.
+
+    The savepoint is never released: the transaction's commit or rollback ends it, and the
+    statements after the block run inside it, which changes nothing they do. A release is
+    a round trip of its own, one in about fifteen of a payment's."""
     await driver.execute("SAVEPOINT call_effect")
     try:
         yield
     except undo_on:
         await driver.execute("ROLLBACK TO SAVEPOINT call_effect")
-        await driver.execute("RELEASE SAVEPOINT call_effect")
         raise
-    await driver.execute("RELEASE SAVEPOINT call_effect")
