@@ -353,6 +353,9 @@ class Bench:
 
     def pgbench(self, conc: int) -> None:
         print(f"running pgbench -M prepared -c {conc}...", flush=True)
+        # The database's and the machine's CPU over the whole run (its connecting included):
+        # what one single-statement transfer costs PostgreSQL, beside what ours cost it.
+        d0, h0, t0 = self.server.database_cpu_seconds(), host_busy_seconds(), time.monotonic()
         res = pg.run(
             pgbench_binary(),
             self.url,
@@ -370,6 +373,10 @@ class Bench:
             res.failed,
         )
         row.calls_per_s = row.transfers_per_s = res.tps
+        span = time.monotonic() - t0
+        d1, h1 = self.server.database_cpu_seconds(), host_busy_seconds()
+        row.db_cpu_pct = None if d0 is None or d1 is None else 100 * (d1 - d0) / span
+        row.host_cpu_pct = 100 * (h1 - h0) / span
         self.found.pgbench_retried[str(conc)] = res.retried
         self.found.add(row, {"failed after 10 tries": res.failed} if res.failed else {})
 
