@@ -34,6 +34,7 @@ from wallet_server.services import (
     FOLD_BATCH,
     Authenticator,
     AuthPolicy,
+    BatchSlots,
     Clock,
     EventHub,
     ExpireOrders,
@@ -273,6 +274,7 @@ def create_server(
     )
     hub = EventHub(engine, settings.database_url)
     movements = MovementGroups(lambda: UnitOfWork(engine, clock=clock))
+    batches = BatchSlots(lambda: UnitOfWork(engine, clock=clock))
     deps = Servicers(
         engine=engine,
         policy=policy,
@@ -281,6 +283,7 @@ def create_server(
         secrets=SecretBox(settings.secret_keys, settings.secret_active_key_id),
         hub=hub,
         movements=movements,
+        batches=batches,
     )
     # The generated stubs mark every RPC abstract; RPCs a servicer does not define answer
     # UNIMPLEMENTED (with ErrorInfo) through the base class at run time.

@@ -112,14 +112,13 @@ class BatchPartner:
                 "; ".join(f"{v.field}: {v.description}" for v in violations),
                 violations=tuple(violations),
             )
-        result = await services.create_transfers(
+        result = await self._deps.batches.create_transfers(
             services.CreateTransfers(
                 caller=partner_caller(),
                 request_id=batch_request_id,
                 transfers=tuple(items),
                 atomic=request.atomic,
-            ),
-            self._deps.uow(),
+            )
         )
         response = partner_pb2.CreateTransfersResponse()
         add_result = response.results.add

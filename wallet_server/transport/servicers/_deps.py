@@ -16,6 +16,7 @@ from wallet_server.security import SecretBox
 from wallet_server.services import (
     Authenticator,
     AuthPolicy,
+    BatchSlots,
     Clock,
     EventHub,
     MovementGroups,
@@ -33,6 +34,7 @@ class Servicers:
     secrets: SecretBox  # seals secrets at rest (payout destinations)
     hub: EventHub  # live events for the watch streams
     movements: MovementGroups  # group commit for Transfer and Deposit
+    batches: BatchSlots  # CreateTransfers, a few at a time
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.engine, clock=self.clock)
