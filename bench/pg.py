@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,10 @@ def run(
     clients: int,
     seconds: int,
     accounts: int,
+    on_exit: Callable[[], None] = lambda: None,
 ) -> PgbenchResult:
+    """Run pgbench's transfer script; ``on_exit`` runs as soon as pgbench has exited, before
+    its logs are read."""
     script = workdir / "transfer.sql"
     script.write_text(TRANSFER_SCRIPT)
     prefix = workdir / f"pgbench-c{clients}"
@@ -117,6 +121,7 @@ def run(
         libpq_url(url),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=workdir)
+    on_exit()
     if proc.returncode != 0:
         raise RuntimeError(f"pgbench failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
     out = proc.stdout

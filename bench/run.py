@@ -353,8 +353,10 @@ class Bench:
 
     def pgbench(self, conc: int) -> None:
         print(f"running pgbench -M prepared -c {conc}...", flush=True)
-        # The database's and the machine's CPU over the whole run (its connecting included):
-        # what one single-statement transfer costs PostgreSQL, beside what ours cost it.
+        # The database's and the machine's CPU from pgbench's start to its exit (its connecting
+        # included, reading its logs not): what one single-statement transfer costs PostgreSQL,
+        # beside what ours cost it.
+        ends: list[tuple[float | None, float, float]] = []
         d0, h0, t0 = self.server.database_cpu_seconds(), host_busy_seconds(), time.monotonic()
         res = pg.run(
             pgbench_binary(),
@@ -363,6 +365,9 @@ class Bench:
             clients=conc,
             seconds=self.plan.pgbench_s,
             accounts=len(self.destinations),
+            on_exit=lambda: ends.append(
+                (self.server.database_cpu_seconds(), host_busy_seconds(), time.monotonic())
+            ),
         )
         row = make_row(
             "pgbench 1-stmt transfer",
@@ -373,8 +378,8 @@ class Bench:
             res.failed,
         )
         row.calls_per_s = row.transfers_per_s = res.tps
-        span = time.monotonic() - t0
-        d1, h1 = self.server.database_cpu_seconds(), host_busy_seconds()
+        d1, h1, t1 = ends[0]
+        span = t1 - t0
         row.db_cpu_pct = None if d0 is None or d1 is None else 100 * (d1 - d0) / span
         row.host_cpu_pct = 100 * (h1 - h0) / span
         self.found.pgbench_retried[str(conc)] = res.retried

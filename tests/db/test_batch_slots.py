@@ -60,6 +60,9 @@ async def test_a_batch_beyond_the_bound_waits_its_turn_and_then_runs(
     holder = await _held_up(clean_db, w.a)
     first = asyncio.create_task(slots.create_transfers(batch(w.partner, [item(w.s, w.a, 100)])))
     second = asyncio.create_task(slots.create_transfers(batch(w.partner, [item(w.s, w.b, 200)])))
+    finished: list[str] = []
+    first.add_done_callback(lambda _: finished.append("first"))
+    second.add_done_callback(lambda _: finished.append("second"))
     try:
         for _ in range(100):  # the first batch reaches the locked row and waits there
             if await _waiting_for_a_row_lock(clean_db):
@@ -68,15 +71,23 @@ async def test_a_batch_beyond_the_bound_waits_its_turn_and_then_runs(
         else:
             pytest.fail("the first batch never waited for the row lock")
         if max_in_flight == 1:
-            # The second touches other accounts, yet waits for the first's slot.
+            # The second touches other accounts, yet waits for the first's slot, holding no
+            # connection meanwhile: the pool has lent out the holder's and the first's only.
             done, _ = await asyncio.wait({second}, timeout=0.5)
             assert not done
+            assert clean_db.pool.checkedout() == 2  # type: ignore[attr-defined]
         else:
             result = await asyncio.wait_for(asyncio.shield(second), 10)
             assert [outcome(r) for r in result.results] == ["OK"]
         assert not first.done()
-    finally:
         holder.cancel()
         await asyncio.gather(holder, return_exceptions=True)
-    results = await asyncio.wait_for(asyncio.gather(first, second), 10)
-    assert [[outcome(r) for r in res.results] for res in results] == [["OK"], ["OK"]]
+        await asyncio.wait_for(asyncio.gather(asyncio.shield(first), asyncio.shield(second)), 10)
+        # One slot: the second ran only after the first; two: it finished while the first waited.
+        assert finished == (["first", "second"] if max_in_flight == 1 else ["second", "first"])
+        results = [first.result(), second.result()]
+        assert [[outcome(r) for r in res.results] for res in results] == [["OK"], ["OK"]]
+    finally:
+        for task in (holder, first, second):
+            task.cancel()
+        await asyncio.gather(holder, first, second, return_exceptions=True)

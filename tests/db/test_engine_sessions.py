@@ -42,7 +42,9 @@ async def test_the_zone_outlives_a_rolled_back_transaction(database_url: str) ->
     engine = create_engine(url, pool_size=1)
     try:
         async with engine.connect() as conn:
-            await conn.rollback()
+            await conn.execute(text("SELECT 1"))  # a transaction begins...
+            await conn.rollback()  # ...and is rolled back
+            assert (await conn.execute(text("SHOW TimeZone"))).scalar_one() == "UTC"
         async with engine.connect() as conn:  # the same pooled session, after the pool's reset
             assert (await conn.execute(text("SHOW TimeZone"))).scalar_one() == "UTC"
     finally:

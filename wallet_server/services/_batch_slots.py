@@ -23,7 +23,11 @@ MAX_BATCHES_IN_FLIGHT = 2
 
 class BatchSlots:
     """Runs ``CreateTransfers`` use cases at most ``max_in_flight`` at a time, first come
-    first served; the others wait before taking a connection or a lock."""
+    first served; the others wait before taking a connection or a lock.
+
+    One queue per process for every partner, and a batch's replay waits its turn like new
+    work (the use case finds out it is one). A batch that waits long on a row lock holds its
+    slot meanwhile; the batches behind it would mostly have waited on the same rows."""
 
     def __init__(
         self,
