@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from alembic import command
-from alembic.config import Config
 from psycopg import sql
 
-import wallet_server.storage
-from wallet_server.storage import migrate, sqlalchemy_url
-
-_MIGRATIONS = Path(wallet_server.storage.__file__).parent / "migrations"
+from wallet_server.storage import migrate
+from wallet_server.storage._engine import alembic_config
 
 
 @pytest.fixture
@@ -37,10 +33,7 @@ def scratch_url(database_url: str) -> Iterator[str]:
 
 
 def _downgrade(url: str, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
-    command.downgrade(config, revision)
+    command.downgrade(alembic_config(url), revision)
 
 
 def _rows(url: str, query: str) -> list[tuple[object, ...]]:

@@ -87,12 +87,18 @@ def connection_limit(url: str) -> int:
     return int(limit)
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` (blocking; run before serving)."""
+def alembic_config(url: str | None = None) -> Config:
+    """The migrations' configuration, for the database at ``url`` if given."""
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
-    command.upgrade(config, revision)
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (blocking; run before serving)."""
+    command.upgrade(alembic_config(url), revision)
 
 
 def schema_is_current(url: str) -> bool:
@@ -101,9 +107,7 @@ def schema_is_current(url: str) -> bool:
     from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine as create_sync_engine
 
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
-    heads = set(ScriptDirectory.from_config(config).get_heads())
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
     engine = create_sync_engine(sqlalchemy_url(url))
     try:
         with engine.connect() as conn:
