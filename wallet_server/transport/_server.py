@@ -273,8 +273,12 @@ def create_server(
         ],
     )
     hub = EventHub(engine, settings.database_url)
-    movements = MovementGroups(lambda: UnitOfWork(engine, clock=clock))
-    batches = BatchSlots(lambda: UnitOfWork(engine, clock=clock))
+
+    def new_uow() -> UnitOfWork:
+        return UnitOfWork(engine, clock=clock)
+
+    movements = MovementGroups(new_uow)
+    batches = BatchSlots(new_uow)
     deps = Servicers(
         engine=engine,
         policy=policy,
