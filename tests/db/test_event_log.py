@@ -14,13 +14,24 @@ from wallet_server.storage.repositories import SEQUENCER_BUSY
 
 
 async def _append(uow: UnitOfWork, name: str) -> None:
-    await uow.events.append([("transaction_created", None, [uuid4()], json.dumps({"name": name}))])
+    uow.events.append([("transaction_created", None, [uuid4()], json.dumps({"name": name}))])
+
+
+# An event written at once rather than with the commit: its row and id exist before it.
+_APPEND_NOW = text(
+    "WITH events AS ("
+    " INSERT INTO outbox (type, account_ids, payload)"
+    " VALUES ('transaction_created', ARRAY[gen_random_uuid()],"
+    " json_build_object('name', CAST(:name AS text)))"
+    " RETURNING event_id)"
+    " INSERT INTO outbox_unsequenced (event_ids) SELECT ARRAY[event_id] FROM events"
+)
 
 
 async def _number(engine: AsyncEngine) -> int | None:
     async with UnitOfWork(engine) as uow:
         top = await uow.events.number_committed()
-        await uow.connection.commit()
+        await uow.commit()
         return top
 
 
@@ -40,12 +51,13 @@ async def test_an_event_that_commits_late_is_numbered_after_those_already_number
 ) -> None:
     slow = UnitOfWork(clean_db)
     async with slow:
-        await _append(slow, "early-but-slow")  # lower event_id, not yet committed
+        # A lower event_id, not yet committed (the commit may wait on the disk after it).
+        await slow.connection.execute(_APPEND_NOW, {"name": "early-but-slow"})
         async with UnitOfWork(clean_db) as fast:
             await _append(fast, "late-but-fast")
-            await fast.connection.commit()
+            await fast.commit()
         assert await _number(clean_db) == 1
-        await slow.connection.commit()
+        await slow.commit()
     assert await _number(clean_db) == 2
     assert await _numbers(clean_db) == {"late-but-fast": 1, "early-but-slow": 2}
     # A reader that saw 1 and resumes after it gets the late event: nothing is skipped.
@@ -61,12 +73,12 @@ async def test_one_sequencer_at_a_time_and_numbers_are_never_reassigned(
     async with UnitOfWork(clean_db) as uow:
         for i in range(50):
             await _append(uow, f"e{i}")
-        await uow.connection.commit()
+        await uow.commit()
     async with UnitOfWork(clean_db) as holder:
         assert await holder.events.number_committed() == 50
         # While the first sequencer's transaction is open, a second one stands aside.
         assert await _number(clean_db) == SEQUENCER_BUSY
-        await holder.connection.commit()
+        await holder.commit()
     before = await _numbers(clean_db)
     results = await asyncio.gather(*(_number(clean_db) for _ in range(5)))
     assert set(results) <= {None, SEQUENCER_BUSY}
@@ -92,7 +104,7 @@ async def test_a_backlog_that_statistics_call_empty_is_numbered_in_linear_time(
     async with UnitOfWork(clean_db) as uow:
         await uow.connection.execute(text("SET LOCAL statement_timeout = '20s'"))
         assert await uow.events.number_committed() == 7000  # one batch of 5000
-        await uow.connection.commit()
+        await uow.commit()
     async with clean_db.connect() as conn:
         waiting = await conn.scalar(text("SELECT count(*) FROM outbox_unsequenced"))
         numbered = await conn.scalar(text("SELECT count(*) FROM event_sequence"))
@@ -114,20 +126,20 @@ async def test_a_write_is_numbered_whole_and_in_event_order(clean_db: AsyncEngin
     event order, even when the step goes past the number of events it asked for."""
     async with UnitOfWork(clean_db) as uow:
         await _append(uow, "alone")
-        await uow.connection.commit()
+        await uow.commit()
     async with UnitOfWork(clean_db) as uow:
-        await uow.events.append(
+        uow.events.append(
             [
                 ("transaction_created", None, [uuid4()], json.dumps({"name": f"b{i}"}))
                 for i in range(3)
             ]
         )
-        await uow.connection.commit()
+        await uow.commit()
     async with UnitOfWork(clean_db) as uow:
         await _append(uow, "later")
-        await uow.connection.commit()
+        await uow.commit()
     async with UnitOfWork(clean_db) as uow:
         assert await uow.events.number_committed(events=2) == 4  # "alone", then all of b
-        await uow.connection.commit()
+        await uow.commit()
     assert await _number(clean_db) == 5
     assert await _numbers(clean_db) == {"alone": 1, "b0": 2, "b1": 3, "b2": 4, "later": 5}

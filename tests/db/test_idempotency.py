@@ -169,7 +169,7 @@ async def test_a_refused_call_keeps_its_refusal_and_none_of_its_writes(
         await unit.ledger.ensure_system_account(
             account_id=uuid4(), kind=AccountKind.FEES, currency="CHF"
         )
-        await unit.events.append([("test.event", None, [], json.dumps({"n": runs}))])
+        unit.events.append([("test.event", None, [], json.dumps({"n": runs}))])
         raise FailedPrecondition("refused after writing", reason=Reason.INSUFFICIENT_FUNDS)
 
     for _ in range(2):

@@ -468,7 +468,7 @@ async def create_transfers(cmd: CreateTransfers, uow: UnitOfWork) -> BatchResult
                 async with uow.savepoint():
                     result = await _execute(cmd, uow, item_digests)
             except REMEMBERED_ERRORS as exc:
-                await uow.idempotency.store_response(
+                uow.idempotency.store_response(
                     principal=principal, request_id=cmd.request_id, response=refusal_response(exc)
                 )
                 await uow.commit(code=exc.status_name)

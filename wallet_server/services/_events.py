@@ -22,6 +22,6 @@ def event_row(event: LedgerEvent, *, transaction: Any = None) -> EventRow:
     )
 
 
-async def publish(uow: UnitOfWork, *events: LedgerEvent) -> None:
-    """Append events to the outbox inside the unit of work: they commit with the change."""
-    await uow.events.append([event_row(e) for e in events])
+def publish(uow: UnitOfWork, *events: LedgerEvent) -> None:
+    """Append events to the outbox inside the unit of work: they go out with its commit."""
+    uow.events.append([event_row(e) for e in events])

@@ -212,7 +212,7 @@ async def exchange_currency(cmd: ExchangeCurrency, uow: UnitOfWork) -> Transacti
             )
             changed = await uow.ledger.record(tx, initiator=cmd.caller.key)
             await uow.exchange.mark_quote_executed(quote.quote_id, tx.transaction_id)
-            await publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
+            publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
             return tx
 
         note_resources(cmd.quote_id)

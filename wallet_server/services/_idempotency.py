@@ -77,12 +77,12 @@ async def run_once(
         async with uow.driver_savepoint(undo_on=REMEMBERED_ERRORS):
             result = await execute()
     except REMEMBERED_ERRORS as exc:
-        await uow.idempotency.store_response(
+        uow.idempotency.store_response(
             principal=principal, request_id=request_id, response=refusal_response(exc)
         )
         await uow.commit(code=exc.status_name)
         raise
-    await uow.idempotency.store_response(
+    uow.idempotency.store_response(
         principal=principal, request_id=request_id, response=success_response(result)
     )
     return result

@@ -75,7 +75,7 @@ async def _post(
         partner_id=partner_id,
     )
     changed = await uow.ledger.record(tx, initiator=initiator)
-    await publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
+    publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
     return tx
 
 

@@ -303,7 +303,7 @@ async def _pay(uow: UnitOfWork, cmd: PayOrder) -> OrderPayment:
             partner_id=order.partner_id,
         )
     )
-    await publish(uow, *events)
+    publish(uow, *events)
     return OrderPayment(
         transaction=payment, order=paid.payer_view(), cashback_transaction=cashback_tx
     )
@@ -370,7 +370,7 @@ async def _refund(uow: UnitOfWork, cmd: RefundPayment) -> OrderRefund:
     )
     changed = await uow.ledger.record(refund, initiator=cmd.caller.key)
     await uow.orders.save(refunded)
-    await publish(
+    publish(
         uow,
         transaction_event(
             EventType.TRANSACTION_CREATED, refund, changed, order=refunded.payer_view()
@@ -422,7 +422,7 @@ async def expire_orders(cmd: ExpireOrders, uow: UnitOfWork) -> int:
         expired = [expire_order(order, now) for order in due]
         for order in expired:
             await uow.orders.save(order)
-        await publish(
+        publish(
             uow,
             *(
                 LedgerEvent(

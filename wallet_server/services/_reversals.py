@@ -66,7 +66,7 @@ async def reverse_transaction(cmd: ReverseTransaction, uow: UnitOfWork) -> Trans
                 to_amount=None if original.to_amount is None else original.amount,
             )
             changed = await uow.ledger.record(tx, initiator=cmd.caller.key)
-            await publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
+            publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
             return tx
 
         note_resources(cmd.transaction_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from uuid import UUID
@@ -12,7 +12,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from wallet_server.services._call import current_call
-from wallet_server.storage import Driver, driver_of, savepoint
+from wallet_server.storage import Driver, WritesAtCommit, driver_of, savepoint
 from wallet_server.storage.repositories import (
     AuditRepository,
     BatchRepository,
@@ -37,12 +37,31 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class Savepoint:
+    """What :meth:`UnitOfWork.savepoint` yields."""
+
+    def __init__(self, nested: AsyncTransaction, held: WritesAtCommit, mark: int) -> None:
+        self._nested = nested
+        self._held = held
+        self._mark = mark
+
+    async def rollback(self) -> None:
+        """Undo the block's writes so far, those sent and those held for the commit."""
+        await self._nested.rollback()
+        self._held.discard_since(self._mark)
+
+
 class UnitOfWork:
     """``async with uow:`` opens a transaction; ``commit()`` ends it; leaving rolls back.
 
     Re-enterable: each ``async with`` is a fresh transaction, so a use case can be retried
     with the same object. ``commit`` also writes the current call's audit row inside the
     transaction.
+
+    Writes nothing later in the transaction reads (stored responses, events, the audit row)
+    are held and sent with the COMMIT in one round trip (``storage.WritesAtCommit``). So a
+    transaction must end through :meth:`commit`, never the connection's own commit, once
+    it holds any.
     """
 
     users: UserRepository
@@ -71,6 +90,7 @@ class UnitOfWork:
         self._conn: AsyncConnection | None = None
         self._driver: Driver | None = None
         self._tx: AsyncTransaction | None = None
+        self._at_commit: WritesAtCommit | None = None
 
     async def __aenter__(self) -> UnitOfWork:
         conn = await self._engine.connect()
@@ -84,12 +104,13 @@ class UnitOfWork:
             raise
         self._conn = conn
         self._driver = driver
+        self._at_commit = at_commit = WritesAtCommit(driver)
         self.users = UserRepository(conn)
         self.principals = PrincipalRepository(conn)
         self.ledger = LedgerRepository(conn, driver)
-        self.idempotency = IdempotencyRepository(conn, driver)
-        self.audit = AuditRepository(conn, driver)
-        self.events = EventRepository(conn, driver)
+        self.idempotency = IdempotencyRepository(conn, driver, at_commit)
+        self.audit = AuditRepository(conn, at_commit)
+        self.events = EventRepository(conn, driver, at_commit)
         self.withdrawals = WithdrawalRepository(conn)
         self.orders = OrderRepository(conn, driver)
         self.exchange = ExchangeRepository(conn)
@@ -104,13 +125,15 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, tx = self._conn, self._tx
-        self._conn = self._tx = self._driver = None
+        conn, tx, held = self._conn, self._tx, self._at_commit
+        self._conn = self._tx = self._driver = self._at_commit = None
         if conn is None:
             return
         try:
             if tx is not None and tx.is_active:
                 await tx.rollback()
+            elif held is not None and held.pending and exc is None:
+                raise RuntimeError("transaction committed without commit(): held writes lost")
         finally:
             await conn.close()
 
@@ -141,27 +164,52 @@ class UnitOfWork:
         connection, like :meth:`movement_groups`."""
         return BatchRepository(self.driver)
 
-    def savepoint(self) -> AsyncTransaction:
-        """``async with uow.savepoint():`` undoes only the block's writes if it raises;
-        ``rollback()`` on what it yields undoes them on request."""
-        return self.connection.begin_nested()
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Savepoint]:
+        """``async with uow.savepoint():`` undoes only the block's writes (those sent and
+        those held for the commit) if it raises; ``rollback()`` on what it yields undoes
+        them on request."""
+        held = self._held()
+        mark = held.pending
+        try:
+            async with self.connection.begin_nested() as nested:
+                yield Savepoint(nested, held, mark)
+        except BaseException:
+            held.discard_since(mark)
+            raise
 
-    def driver_savepoint(
+    @contextlib.asynccontextmanager
+    async def driver_savepoint(
         self, *, undo_on: tuple[type[BaseException], ...]
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        """``async with uow.driver_savepoint(undo_on=...):`` undoes only the block's writes if
-        it raises one of ``undo_on`` (the transaction goes on); cheaper than
-        :meth:`savepoint`, with no rollback on request."""
-        return savepoint(self.driver, undo_on=undo_on)
+    ) -> AsyncIterator[None]:
+        """``async with uow.driver_savepoint(undo_on=...):`` undoes only the block's writes
+        (sent and held) if it raises one of ``undo_on`` (the transaction goes on); cheaper
+        than :meth:`savepoint`, with no rollback on request."""
+        held = self._held()
+        mark = held.pending
+        try:
+            async with savepoint(self.driver, undo_on=undo_on):
+                yield
+        except undo_on:
+            held.discard_since(mark)
+            raise
+
+    def _held(self) -> WritesAtCommit:
+        if self._at_commit is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._at_commit
 
     async def commit(self, *, code: str = "OK") -> None:
         """Commit, with the current call's audit row (outcome ``code``) in the same transaction."""
         if self._tx is None:
             raise RuntimeError("unit of work used outside 'async with'")
+        held = self._held()
         record = current_call()
         if record is not None and not record.audited:
-            await self.audit.append([record.entry(code)])
-        await self._tx.commit()
+            self.audit.append([record.entry(code)])
+        if held.pending:
+            await held.commit()
+        await self._tx.commit()  # after the held writes' COMMIT, only the toolkit's bookkeeping
         if record is not None:
             record.audited = True
 

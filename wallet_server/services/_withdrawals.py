@@ -190,7 +190,7 @@ async def request_withdrawal(
                 sealed_destination=seal_destination(secrets, tx.transaction_id, cmd.destination),
                 created_at=tx.created_at,
             )
-            await publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
+            publish(uow, transaction_event(EventType.TRANSACTION_CREATED, tx, changed))
             return tx
 
         note_resources(cmd.account_id)
@@ -243,7 +243,7 @@ async def complete_withdrawal(cmd: CompleteWithdrawal, uow: UnitOfWork) -> Trans
                 now=uow.now(),
             )
             changed = await uow.ledger.settle(plan.transaction, legs=plan.legs, holds=plan.holds)
-            await publish(
+            publish(
                 uow,
                 transaction_event(EventType.TRANSACTION_STATUS_CHANGED, plan.transaction, changed),
             )
@@ -279,7 +279,7 @@ async def fail_withdrawal(cmd: FailWithdrawal, uow: UnitOfWork) -> Transaction:
                 EventType.TRANSACTION_STATUS_CHANGED, plan.transaction, changed
             )
             # A voided transaction has no post time: the event happened now, not at creation.
-            await publish(uow, dataclasses.replace(event, created_at=uow.now()))
+            publish(uow, dataclasses.replace(event, created_at=uow.now()))
             return plan.transaction
 
         note_resources(cmd.transaction_id)

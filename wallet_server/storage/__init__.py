@@ -1,6 +1,6 @@
 """Persistence on PostgreSQL: tables, migrations, repositories. SQL stops here."""
 
-from wallet_server.storage._driver import Driver, driver_of, savepoint
+from wallet_server.storage._driver import Driver, WritesAtCommit, driver_of, savepoint
 from wallet_server.storage._engine import (
     connection_limit,
     connections_per_process,
@@ -21,6 +21,7 @@ __all__ = [
     "OUTBOX_CHANNEL",
     "Driver",
     "KeysChangedMeanwhile",
+    "WritesAtCommit",
     "connection_limit",
     "connections_per_process",
     "create_engine",

@@ -19,7 +19,15 @@ from psycopg import AsyncConnection
 from psycopg.rows import namedtuple_row
 from sqlalchemy.ext.asyncio import AsyncConnection as SqlConnection
 
-__all__ = ["Driver", "driver_of", "driver_sql", "fetch_rows", "run_sql", "savepoint"]
+__all__ = [
+    "Driver",
+    "WritesAtCommit",
+    "driver_of",
+    "driver_sql",
+    "fetch_rows",
+    "run_sql",
+    "savepoint",
+]
 
 Driver = AsyncConnection[Any]
 
@@ -75,3 +83,43 @@ async def savepoint(
     except undo_on:
         await driver.execute("ROLLBACK TO SAVEPOINT call_effect")
         raise
+
+
+class WritesAtCommit:
+    """Writes that nothing later in the transaction reads (a call's stored response, its
+    events, its audit row), held back and sent with the COMMIT in one round trip.
+
+    psycopg's pipeline mode sends them and the COMMIT without waiting for each answer; an
+    error in any of them fails the commit, and the transaction rolls back whole. Held writes
+    go out in the order they were added, after every statement the transaction ran before
+    the commit."""
+
+    __slots__ = ("_driver", "_writes")
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self._writes: list[tuple[str, Mapping[str, Any]]] = []
+
+    def add(self, sql: str, params: Mapping[str, Any]) -> None:
+        """Hold ``sql``, in psycopg's form (see :func:`driver_sql`), until the commit."""
+        self._writes.append((sql, params))
+
+    @property
+    def pending(self) -> int:
+        """How many writes are held; also the mark :meth:`discard_since` takes."""
+        return len(self._writes)
+
+    def discard_since(self, mark: int) -> None:
+        """Forget the writes added after :attr:`pending` was ``mark`` (a savepoint undone)."""
+        del self._writes[mark:]
+
+    async def commit(self) -> None:
+        """Send the held writes and COMMIT; afterwards the driver connection is idle, and the
+        SQL toolkit's own commit has nothing left to send. A plain COMMIT statement rather
+        than ``driver.commit()``, which would wait for its answer before the pipeline's own
+        closing sync: two round trips."""
+        writes, self._writes = self._writes, []
+        async with self._driver.pipeline():
+            for sql, params in writes:
+                await self._driver.execute(sql, params)
+            await self._driver.execute("COMMIT")

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet_server.storage._arrays import text_array
-from wallet_server.storage._driver import Driver, run_sql
+from wallet_server.storage._driver import WritesAtCommit, driver_sql
 from wallet_server.storage._tables import audit_log
 
 
@@ -53,19 +53,19 @@ _APPEND = """
 
 
 class AuditRepository:
-    """``append`` runs on the driver connection (every committing call makes one);
-    ``driver`` is the psycopg connection beneath ``conn``, in the same transaction."""
+    """``append`` goes out with the commit (``at_commit``: every committing call makes one),
+    on the psycopg connection beneath ``conn``, in the same transaction."""
 
-    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
+    def __init__(self, conn: AsyncConnection, at_commit: WritesAtCommit) -> None:
         self._conn = conn
-        self._driver = driver
+        self._at_commit = at_commit
 
-    async def append(self, entries: Sequence[NewAuditEntry]) -> None:
-        """Add rows; a call that already has its row (its commit went through) keeps it."""
+    def append(self, entries: Sequence[NewAuditEntry]) -> None:
+        """Add rows with the commit; a call that already has its row (its commit went
+        through) keeps it."""
         for e in entries:
-            await run_sql(
-                self._driver,
-                _APPEND,
+            self._at_commit.add(
+                driver_sql(_APPEND),
                 {
                     "call_id": e.call_id,
                     "occurred_at": e.occurred_at,

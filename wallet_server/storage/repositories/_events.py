@@ -9,7 +9,7 @@ from uuid import UUID
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wallet_server.storage._driver import Driver, fetch_rows
+from wallet_server.storage._driver import Driver, WritesAtCommit, fetch_rows
 from wallet_server.storage._tables import event_sequence, outbox
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
@@ -73,23 +73,20 @@ class StoredEvent:
 
 
 class EventRepository:
-    """Appending and numbering run on the driver connection (every money call appends, and
-    numbering follows nearly every commit); ``driver`` is the psycopg connection beneath
-    ``conn``, in the same transaction."""
+    """Numbering runs on the driver connection (it follows nearly every commit); ``driver``
+    is the psycopg connection beneath ``conn``, in the same transaction. Appending goes out
+    with the commit (``at_commit``: every money call appends)."""
 
-    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver, at_commit: WritesAtCommit) -> None:
         self._conn = conn
         self._driver = driver
+        self._at_commit = at_commit
 
-    async def append(self, rows: Sequence[EventText]) -> None:
+    def append(self, rows: Sequence[EventText]) -> None:
         """Rows of (type, partner_id, account_ids, payload as JSON text), in one statement,
-        in order."""
-        if not rows:
-            return
-        await self._driver.execute(
-            with_statement(APPEND_EVENTS),
-            event_params(rows),
-        )
+        in order, with the commit."""
+        if rows:
+            self._at_commit.add(with_statement(APPEND_EVENTS), event_params(rows))
 
     async def number_committed(self, events: int = 5000) -> int | None:
         """Give the next sequence numbers to committed events, about ``events`` of them

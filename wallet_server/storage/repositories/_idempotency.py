@@ -12,7 +12,7 @@ from psycopg.abc import Buffer
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wallet_server.storage._driver import Driver, fetch_rows, run_sql
+from wallet_server.storage._driver import Driver, WritesAtCommit, driver_sql, fetch_rows
 from wallet_server.storage._tables import idempotency_keys
 
 
@@ -49,12 +49,14 @@ _STORE = """
 
 
 class IdempotencyRepository:
-    """Claims and responses run on the driver connection (every mutating call makes them);
-    ``driver`` is the psycopg connection beneath ``conn``, in the same transaction."""
+    """Claims run on the driver connection (every mutating call makes one); ``driver`` is
+    the psycopg connection beneath ``conn``, in the same transaction. Responses go out with
+    the commit (``at_commit``)."""
 
-    def __init__(self, conn: AsyncConnection, driver: Driver) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Driver, at_commit: WritesAtCommit) -> None:
         self._conn = conn
         self._driver = driver
+        self._at_commit = at_commit
 
     async def claim(
         self, *, principal: str, request_id: UUID, method: str, fingerprint: bytes
@@ -78,11 +80,10 @@ class IdempotencyRepository:
             # Purged between the two statements: claim it afresh.
         raise RuntimeError("idempotency key neither insertable nor readable")
 
-    async def store_response(self, *, principal: str, request_id: UUID, response: str) -> None:
-        """Store ``response`` (JSON text) as the key's remembered outcome."""
-        await run_sql(
-            self._driver,
-            _STORE,
+    def store_response(self, *, principal: str, request_id: UUID, response: str) -> None:
+        """Store ``response`` (JSON text) as the key's remembered outcome, with the commit."""
+        self._at_commit.add(
+            driver_sql(_STORE),
             {"principal": principal, "request_id": request_id, "response": response},
         )
 
