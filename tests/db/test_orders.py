@@ -29,6 +29,7 @@ from wallet_server.domain import (
     TransactionStatus,
     UserPrincipal,
     WalletError,
+    new_order,
 )
 
 # --- shared helpers (test_promotions uses them too) ------------------------------------------
@@ -341,6 +342,50 @@ async def test_every_payment_refusal_has_its_reason_and_changes_nothing(
     # The order is still payable by someone who can.
     await shop.pay(bob, order_id, b)
     assert await ledger_violations(clean_db) == []
+
+
+async def test_an_order_whose_merchant_has_no_settlement_account_yet_is_paid_and_refunded(
+    ledger: Ledger, shop: Shop, clean_db: AsyncEngine, clock: FakeClock
+) -> None:
+    """``CreateOrder`` makes the merchant's settlement account; an order stored before it did
+    (or by an older server) gets it made by the payment."""
+    merchant = await ledger.partner("lamps")
+    alice, a = await funded_user(ledger, "alice", 5_000)
+    order_id = uuid4()
+    async with shop.uow() as unit:  # stored as it is, without the use case
+        await unit.orders.add(
+            new_order(
+                order_id=order_id,
+                partner_id=merchant.partner_id,
+                merchant_name=merchant.name,
+                amount=Money("USD", 1_000),
+                description="a lamp",
+                merchant_reference="inv-1",
+                now=clock.now,
+                expires_at=clock.now + timedelta(minutes=15),
+            )
+        )
+        await unit.commit()
+    settlement = "SELECT count(*) FROM accounts WHERE kind = 'settlement' AND partner_id = :p"
+    assert await count(clean_db, settlement, p=merchant.partner_id) == 0
+
+    payment = await shop.pay(alice, order_id, a)
+    await shop.refund(merchant, order_id, 400)
+
+    assert await count(clean_db, settlement, p=merchant.partner_id) == 1
+    assert payment.transaction.to_account_id == await _settlement_id(clean_db, merchant)
+    assert await ledger.balance(alice, a) == 4_400
+    assert await ledger_violations(clean_db) == []
+
+
+async def _settlement_id(engine: AsyncEngine, merchant: PartnerPrincipal) -> UUID:
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT account_id FROM accounts WHERE kind = 'settlement' AND partner_id = :p"),
+            {"p": merchant.partner_id},
+        )
+        account_id: UUID = found.scalar_one()
+        return account_id
 
 
 async def test_a_paid_order_cannot_be_paid_again_by_anyone(

@@ -100,9 +100,9 @@ async def test_a_payment_sends_its_response_events_audit_row_and_commit_in_one_r
     for write in ("INSERT INTO outbox", "UPDATE idempotency_keys", "INSERT INTO audit_log"):
         assert write in last, f"{write} is not sent with the COMMIT"
         assert sum(write in trip for trip in trips) == 1
-    # Begin, claim, savepoint, order, payer, settlement account, promotions, lock, record,
-    # order saved, then the commit with its held writes.
-    assert len(trips) == 11
+    # Begin, claim, savepoint, the order with its settlement account, promotions, accounts,
+    # record, order saved, then the commit with its held writes.
+    assert len(trips) == 9
     assert await count(fresh_engine, "SELECT count(*) FROM audit_log") == 1
 
 

@@ -33,7 +33,6 @@ from wallet_server.domain import (
     UserPrincipal,
     apply_refund,
     best_cashback,
-    ensure_payable,
     expire_order,
     mark_order_paid,
     new_order,
@@ -49,6 +48,7 @@ from wallet_server.services._events import publish
 from wallet_server.services._idempotency import run_once
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
+from wallet_server.storage.repositories import LockedOrder
 
 # Payment memos show what was bought; a transaction memo holds at most this much of it.
 _MAX_PAYMENT_MEMO = 200
@@ -204,37 +204,42 @@ async def get_merchant_order(cmd: GetMerchantOrder, uow: UnitOfWork) -> Order:
 # --- paying ---------------------------------------------------------------------------------
 
 
-async def _pay(uow: UnitOfWork, cmd: PayOrder) -> OrderPayment:
-    order = await uow.orders.lock(cmd.order_id)
-    if order is None:
-        raise order_not_found(cmd.order_id)
-    payer = await uow.ledger.get_account(cmd.from_account_id)
-    if payer is None or payer.owner_user_id != cmd.caller.user_id:
-        raise account_not_found(cmd.from_account_id)
-    now = uow.now()
-    ensure_payable(order, now)  # refuse early, before locking any money
-    currency = order.amount.currency
-    settlement_id = await uow.ledger.ensure_system_account(
+async def _settlement_account(uow: UnitOfWork, locked: LockedOrder) -> UUID:
+    """The merchant's settlement account in the order's currency. ``CreateOrder`` made it;
+    made here only for an order from before that."""
+    if locked.settlement_account_id is not None:
+        return locked.settlement_account_id
+    return await uow.ledger.ensure_system_account(
         account_id=uow.new_id(),
         kind=AccountKind.SETTLEMENT,
-        currency=currency,
-        partner_id=order.partner_id,
+        currency=locked.order.amount.currency,
+        partner_id=locked.order.partner_id,
     )
-    candidates = (
-        await uow.promotions.lock_candidates(
-            currency=currency,
-            merchant_partner_id=order.partner_id,
-            payment_minor=order.amount.amount_minor,
-            at=now,
-        )
-        if payer.currency == currency
-        else []
+
+
+async def _pay(uow: UnitOfWork, cmd: PayOrder) -> OrderPayment:
+    found = await uow.orders.lock(cmd.order_id)
+    if found is None:
+        raise order_not_found(cmd.order_id)
+    order = found.order
+    settlement_id = await _settlement_account(uow, found)
+    now = uow.now()
+    # The payer's account is first read with its lock: one round trip instead of two. A
+    # refused payment (someone else's account, a paid order) holds these locks only until
+    # its savepoint is undone.
+    candidates = await uow.promotions.lock_candidates(
+        currency=order.amount.currency,
+        merchant_partner_id=order.partner_id,
+        payment_minor=order.amount.amount_minor,
+        at=now,
     )
     locked = await uow.ledger.lock_accounts(
-        {payer.account_id, settlement_id, *(p.funding_account_id for p in candidates)}
+        {cmd.from_account_id, settlement_id, *(p.funding_account_id for p in candidates)}
     )
-    payer = locked[payer.account_id]
-    legs = plan_payment(order, payer, locked[settlement_id], now)
+    payer = locked.get(cmd.from_account_id)
+    if payer is None or payer.owner_user_id != cmd.caller.user_id:
+        raise account_not_found(cmd.from_account_id)
+    legs = plan_payment(order, payer, locked[settlement_id], now)  # paid, expired, currency
 
     cashback_legs: tuple[Posting, ...] = ()
     choice = best_cashback(candidates, order.amount, order.partner_id, now)
@@ -336,18 +341,14 @@ async def pay_order(cmd: PayOrder, uow: UnitOfWork) -> OrderPayment:
 
 
 async def _refund(uow: UnitOfWork, cmd: RefundPayment) -> OrderRefund:
-    order = await uow.orders.lock(cmd.order_id)
-    if order is None or order.partner_id != cmd.caller.partner_id:
+    found = await uow.orders.lock(cmd.order_id)
+    if found is None or found.order.partner_id != cmd.caller.partner_id:
         raise order_not_found(cmd.order_id)
+    order = found.order
     now = uow.now()
     refunded = apply_refund(order.as_of(now), cmd.amount)
     assert order.payer_account_id is not None  # a paid order has its payer
-    settlement_id = await uow.ledger.ensure_system_account(
-        account_id=uow.new_id(),
-        kind=AccountKind.SETTLEMENT,
-        currency=order.amount.currency,
-        partner_id=order.partner_id,
-    )
+    settlement_id = await _settlement_account(uow, found)
     locked = await uow.ledger.lock_accounts({settlement_id, order.payer_account_id})
     payer = locked.get(order.payer_account_id)
     if payer is None:  # accounts are never deleted; a missing one is a broken database

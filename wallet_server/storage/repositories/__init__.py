@@ -22,7 +22,7 @@ from wallet_server.storage.repositories._movement_groups import (
     IdempotencyKey,
     MovementGroupRepository,
 )
-from wallet_server.storage.repositories._orders import OrderRepository
+from wallet_server.storage.repositories._orders import LockedOrder, OrderRepository
 from wallet_server.storage.repositories._principals import PrincipalRepository
 from wallet_server.storage.repositories._promotions import PromotionRepository
 from wallet_server.storage.repositories._statements import (
@@ -56,6 +56,7 @@ __all__ = [
     "IdempotencyKey",
     "IdempotencyRepository",
     "LedgerRepository",
+    "LockedOrder",
     "LoginThrottle",
     "MovementGroupRepository",
     "NewAuditEntry",

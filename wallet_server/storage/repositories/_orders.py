@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -45,9 +46,14 @@ _ADD = """
         :status, :created_at, :expires_at)
 """
 
+# The merchant's settlement account comes along (read, not locked): paying and refunding
+# move money through it. "kind <> 'user'" lets the plan use the index on system accounts.
 _LOCK = """
-    SELECT o.*, p.name AS merchant_name
-    FROM orders AS o JOIN partners AS p ON p.partner_id = o.partner_id
+    SELECT o.*, p.name AS merchant_name, s.account_id AS settlement_account_id
+    FROM orders AS o
+    JOIN partners AS p ON p.partner_id = o.partner_id
+    LEFT JOIN accounts AS s ON s.kind <> 'user' AND s.kind = 'settlement'
+        AND s.currency = o.currency AND s.partner_id = o.partner_id
     WHERE o.order_id = :order_id
     FOR UPDATE OF o
 """
@@ -58,6 +64,13 @@ _SAVE = """
         payment_transaction_id = :payment_transaction_id, refunded_amount = :refunded_amount
     WHERE order_id = :order_id
 """
+
+
+@dataclass(frozen=True, slots=True)
+class LockedOrder:
+    order: Order
+    # The merchant's settlement account in the order's currency; None if it does not exist.
+    settlement_account_id: UUID | None
 
 
 class OrderRepository:
@@ -91,10 +104,13 @@ class OrderRepository:
         ).first()
         return None if row is None else _order(row)
 
-    async def lock(self, order_id: UUID) -> Order | None:
-        """The order, its row locked until the end of the unit of work."""
+    async def lock(self, order_id: UUID) -> LockedOrder | None:
+        """The order, its row locked until the end of the unit of work, with its merchant's
+        settlement account."""
         found = await fetch_rows(self._driver, _LOCK, {"order_id": order_id})
-        return _order(found[0]) if found else None
+        if not found:
+            return None
+        return LockedOrder(_order(found[0]), found[0].settlement_account_id)
 
     async def save(self, order: Order) -> None:
         """Store the order's lifecycle fields (status, payment, refunds) as the domain decided."""
@@ -124,4 +140,4 @@ class OrderRepository:
         return [_order(row) for row in await self._conn.execute(stmt)]
 
 
-__all__ = ["OrderRepository"]
+__all__ = ["LockedOrder", "OrderRepository"]
