@@ -127,7 +127,8 @@ async def test_a_transfer_group_claims_and_answers_its_keys_without_reading_the_
         reads = await store.claim_and_lock(keys=keys, account_ids=[], names=[])
         assert reads.stored == {}
         claimed = await _keys_read(uow)
-        await store.write(GroupWrites(responses={key: '{"result": 3}' for key in keys}))
+        store.write(GroupWrites(responses={key: '{"result": 3}' for key in keys}))
+        await uow.send_held_writes()
         answered = await _keys_read(uow)
         await uow.commit()
     assert claimed - before <= 2 * len(keys)

@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
 from tests.db.test_orders import Shop
+from tests.db.test_transfers import transfer_cmd
 from tests.ledger_checks import count
 from wallet_server import services
-from wallet_server.domain import AccountKind
+from wallet_server.domain import AccountKind, Transaction
 from wallet_server.storage import create_engine
 from wallet_server.storage.repositories import EventRow
 
@@ -173,3 +174,39 @@ async def test_a_commit_that_bypasses_the_unit_of_work_with_held_writes_is_refus
     with pytest.raises(RuntimeError, match="held writes lost"):
         await _commit_around_the_unit_of_work(clean_db)
     assert await count(clean_db, _OUTBOX_TEST_ROWS) == 0
+
+
+async def test_a_transfer_group_sends_its_write_with_the_commit(
+    fresh_engine: AsyncEngine, ledger: Ledger, tmp_path: Path
+) -> None:
+    alice = await ledger.user("alice")
+    a = await ledger.account(alice)
+    b = await ledger.account(await ledger.user("bob"))
+    await ledger.deposit(await ledger.partner("bank"), a, 1_000)
+    group = [
+        services.GroupedMovement(transfer_cmd(alice, a, b, amount), None) for amount in (10, 20)
+    ]
+
+    finish = _trace_to(fresh_engine, tmp_path / "trace")
+    decided = await services.movement_group(group, services.UnitOfWork(fresh_engine))
+    trips = _round_trips(finish())
+
+    assert all(isinstance(d.outcome, Transaction) for d in decided)
+    # Begin; claim the keys and lock the accounts; the group's one write with the COMMIT.
+    assert len(trips) == 3
+    assert "INSERT INTO transactions" in trips[-1]
+    assert '"COMMIT"' in trips[-1]
+    assert await ledger.balance(alice, a) == 970
+
+
+async def test_held_writes_sent_early_are_read_back_before_the_commit(
+    clean_db: AsyncEngine,
+) -> None:
+    async with services.UnitOfWork(clean_db) as uow:
+        uow.events.append([_test_event(1)])
+        await uow.send_held_writes()
+        seen = await uow.connection.execute(text(_OUTBOX_TEST_ROWS))
+        assert seen.scalar_one() == 1
+        assert await count(clean_db, _OUTBOX_TEST_ROWS) == 0  # not committed yet
+        await uow.commit()
+    assert await count(clean_db, _OUTBOX_TEST_ROWS) == 1

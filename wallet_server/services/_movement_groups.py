@@ -119,7 +119,7 @@ async def movement_group(group: Sequence[GroupedMovement], uow: UnitOfWork) -> l
         )
         decider = _Decider(reads, keys, uow)
         decided = [decider.decide(g) for g in group]
-        await store.write(decider.writes)
+        store.write(decider.writes)
         await uow.commit()
     return decided
 

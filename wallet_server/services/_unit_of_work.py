@@ -157,7 +157,7 @@ class UnitOfWork:
     async def movement_groups(self) -> MovementGroupRepository:
         """Set-based reads and writes for transfer groups, on this transaction's driver
         connection (the hot path skips the SQL toolkit's per-statement work)."""
-        return MovementGroupRepository(self.driver)
+        return MovementGroupRepository(self.driver, self._held())
 
     async def batches(self) -> BatchRepository:
         """Set-based claims and writes for a partner's batch, on this transaction's driver
@@ -193,6 +193,11 @@ class UnitOfWork:
         except undo_on:
             held.discard_since(mark)
             raise
+
+    async def send_held_writes(self) -> None:
+        """Send the writes held for the commit now, inside the transaction: for a caller
+        that must read what it wrote."""
+        await self._held().send()
 
     def _held(self) -> WritesAtCommit:
         if self._at_commit is None:

@@ -113,13 +113,21 @@ class WritesAtCommit:
         """Forget the writes added after :attr:`pending` was ``mark`` (a savepoint undone)."""
         del self._writes[mark:]
 
+    async def send(self) -> None:
+        """Send the held writes now, in one round trip, without committing."""
+        await self._send(commit=False)
+
     async def commit(self) -> None:
         """Send the held writes and COMMIT; afterwards the driver connection is idle, and the
-        SQL toolkit's own commit has nothing left to send. A plain COMMIT statement rather
-        than ``driver.commit()``, which would wait for its answer before the pipeline's own
-        closing sync: two round trips."""
+        SQL toolkit's own commit has nothing left to send."""
+        await self._send(commit=True)
+
+    async def _send(self, *, commit: bool) -> None:
         writes, self._writes = self._writes, []
         async with self._driver.pipeline():
             for sql, params in writes:
                 await self._driver.execute(sql, params)
-            await self._driver.execute("COMMIT")
+            if commit:
+                # A plain statement rather than ``driver.commit()``, which would wait for its
+                # answer before the pipeline's own closing sync: two round trips.
+                await self._driver.execute("COMMIT")

@@ -22,6 +22,7 @@ from wallet_server.storage._arrays import (
     timestamptz_array,
     uuid_array,
 )
+from wallet_server.storage._driver import WritesAtCommit
 from wallet_server.storage.repositories._audit import NewAuditEntry
 from wallet_server.storage.repositories._bulk import (
     APPEND_EVENTS,
@@ -158,10 +159,12 @@ class GroupWrites:
 
 class MovementGroupRepository:
     """Reads and writes for a group of transfers; ``conn`` is the unit of work's psycopg
-    connection, inside its transaction."""
+    connection, inside its transaction. The group's write goes out with the commit
+    (``at_commit``)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, at_commit: WritesAtCommit) -> None:
         self._conn = conn
+        self._at_commit = at_commit
 
     async def claim_and_lock(
         self,
@@ -225,8 +228,8 @@ class MovementGroupRepository:
             raise RuntimeError("idempotency keys neither claimable nor readable")
         return found
 
-    async def write(self, writes: GroupWrites) -> None:
-        """Apply a decided group in one statement (the caller then commits)."""
+    def write(self, writes: GroupWrites) -> None:
+        """Apply a decided group in one statement, sent with the commit."""
         parts: list[str] = []
         params: dict[str, Any] = {}
         if writes.transactions:
@@ -247,7 +250,7 @@ class MovementGroupRepository:
             params.update(_audit_params(writes.audit))
         if parts:
             # Data-modifying CTEs all run to completion, referenced or not.
-            await self._conn.execute(with_statement(*parts), params)
+            self._at_commit.add(with_statement(*parts), params)
 
 
 def _audit_params(entries: Sequence[NewAuditEntry]) -> dict[str, BinaryArray]:
