@@ -344,6 +344,27 @@ async def test_every_payment_refusal_has_its_reason_and_changes_nothing(
     assert await ledger_violations(clean_db) == []
 
 
+async def test_orders_make_their_merchants_settlement_account_once_per_currency(
+    ledger: Ledger, shop: Shop, clean_db: AsyncEngine
+) -> None:
+    merchant = await ledger.partner("lamps")
+    settlements = (
+        "SELECT currency FROM accounts WHERE kind = 'settlement' AND partner_id = :p "
+        "ORDER BY currency"
+    )
+
+    async def currencies() -> list[str]:
+        async with clean_db.connect() as conn:
+            found = await conn.execute(text(settlements), {"p": merchant.partner_id})
+            return [currency for (currency,) in found]
+
+    await shop.order(merchant, 100)
+    assert await currencies() == ["USD"]
+    await shop.order(merchant, 200, reference="inv-2")
+    await shop.order(merchant, 300, "EUR", reference="inv-3")
+    assert await currencies() == ["EUR", "USD"]
+
+
 async def test_an_order_whose_merchant_has_no_settlement_account_yet_is_paid_and_refunded(
     ledger: Ledger, shop: Shop, clean_db: AsyncEngine, clock: FakeClock
 ) -> None:

@@ -78,19 +78,22 @@ def _round_trips(trace: str) -> list[str]:
     ]
 
 
+def _new_call(method: str) -> None:
+    services.begin_call(
+        services.CallRecord(method=method, peer="test", started_at=datetime.now(UTC))
+    )
+
+
 async def test_a_payment_sends_its_response_events_audit_row_and_commit_in_one_round_trip(
     fresh_engine: AsyncEngine, ledger: Ledger, tmp_path: Path
 ) -> None:
-    uow = lambda: services.UnitOfWork(fresh_engine)  # noqa: E731
-    shop = Shop(uow)
+    shop = Shop(lambda: services.UnitOfWork(fresh_engine))
     payer = await ledger.user("alice")
     account = await ledger.account(payer)
     merchant = await ledger.partner("acme")
     await ledger.deposit(merchant, account, 10_000)
     order_id = await shop.order(merchant, 250)
-    services.begin_call(
-        services.CallRecord(method="/PayOrder", peer="test", started_at=datetime.now(UTC))
-    )
+    _new_call("/PayOrder")
 
     finish = _trace_to(fresh_engine, tmp_path / "trace")
     await shop.pay(payer, order_id, account)
@@ -105,6 +108,25 @@ async def test_a_payment_sends_its_response_events_audit_row_and_commit_in_one_r
     # record, order saved, then the commit with its held writes.
     assert len(trips) == 9
     assert await count(fresh_engine, "SELECT count(*) FROM audit_log") == 1
+
+
+async def test_an_order_takes_five_round_trips_once_its_merchant_has_a_settlement_account(
+    fresh_engine: AsyncEngine, ledger: Ledger, tmp_path: Path
+) -> None:
+    shop = Shop(lambda: services.UnitOfWork(fresh_engine))
+    merchant = await ledger.partner("acme")
+    await shop.order(merchant, 250)  # the merchant's first: it makes the account
+    _new_call("/CreateOrder")
+
+    finish = _trace_to(fresh_engine, tmp_path / "trace")
+    await shop.order(merchant, 250, reference="inv-2")
+    trips = _round_trips(finish())
+
+    # Begin, claim, savepoint, the order's insert (which finds the settlement account), then
+    # the commit with the stored response and the audit row.
+    assert len(trips) == 5
+    for write in ("UPDATE idempotency_keys", "INSERT INTO audit_log", '"COMMIT"'):
+        assert write in trips[-1]
 
 
 async def _write_then_fail_at_commit(uow: services.UnitOfWork) -> None:

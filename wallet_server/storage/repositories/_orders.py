@@ -39,11 +39,17 @@ def _with_merchant() -> Select[Any]:
     )
 
 
+# Answers with the merchant's settlement account in the order's currency, if there is one.
 _ADD = """
     INSERT INTO orders (order_id, partner_id, currency, amount, description, merchant_reference,
         status, created_at, expires_at)
     VALUES (:order_id, :partner_id, :currency, :amount, :description, :merchant_reference,
         :status, :created_at, :expires_at)
+    RETURNING (
+        SELECT s.account_id FROM accounts AS s
+        WHERE s.kind <> 'user' AND s.kind = 'settlement' AND s.currency = orders.currency
+            AND s.partner_id = orders.partner_id
+    ) AS settlement_account_id
 """
 
 # The merchant's settlement account comes along (read, not locked): paying and refunding
@@ -81,8 +87,10 @@ class OrderRepository:
         self._conn = conn
         self._driver = driver
 
-    async def add(self, order: Order) -> None:
-        await run_sql(
+    async def add(self, order: Order) -> UUID | None:
+        """Store a new order; its merchant's settlement account in its currency, or None if
+        there is none yet."""
+        (added,) = await fetch_rows(
             self._driver,
             _ADD,
             {
@@ -97,6 +105,8 @@ class OrderRepository:
                 "expires_at": order.expires_at,
             },
         )
+        found: UUID | None = added.settlement_account_id
+        return found
 
     async def get(self, order_id: UUID) -> Order | None:
         row = (
