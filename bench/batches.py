@@ -3,6 +3,9 @@
 Each call moves ``batch_size`` items of 1 minor unit from the partner's USD settlement
 account to random benchmark accounts (non-atomic batch, a fresh ``request_id`` per batch and
 per item). Every item must succeed: a failed item counts as an error of its batch.
+
+With ``disjoint``, each batch in flight keeps to accounts of its own (the task's
+destinations dealt out among its slots), so no two batches wait on each other's rows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class BatchTask:
     window: Window
     settlement_account_id: str
     destinations: tuple[str, ...]
+    disjoint: bool = False
 
 
 def run_batches(task: BatchTask) -> LoadResult:
@@ -64,8 +68,13 @@ def batch_operation(channels: list[aio.Channel], task: BatchTask) -> Operation:
     stubs = [partner_pb2_grpc.PartnerServiceStub(ch) for ch in channels]
     rng = random.Random()  # noqa: S311 - picks destinations, not secrets
 
+    def destinations(slot: int) -> tuple[str, ...]:
+        return task.destinations[slot :: task.in_flight] if task.disjoint else task.destinations
+
     async def call(slot: int) -> Done:
-        request = batch_request(task.batch_size, task.settlement_account_id, task.destinations, rng)
+        request = batch_request(
+            task.batch_size, task.settlement_account_id, destinations(slot), rng
+        )
         response = await stubs[slot % len(stubs)].CreateTransfers(request)
         check_results(response, task.batch_size)
         return Done(kind="batch", items=task.batch_size)

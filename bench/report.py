@@ -19,6 +19,9 @@ DEFINITIONS = {
     "all benchmark users",
     "CreateTransfers xN": "one call = one PartnerService.CreateTransfers batch of N items "
     "(demo partner settlement account -> random users, non-atomic, mutual TLS)",
+    "CreateTransfers xN, disjoint": "the same batches, but each batch in flight credits only "
+    "accounts of its own (the users dealt out among the batches in flight), so batches never "
+    "wait on each other's rows",
     "hot mix": "one call = one money movement: half Deposit by the demo partner into random "
     "users (1 RPC, debits ONE settlement account), half payment to ONE merchant "
     "(CreateOrder by the merchant then PayOrder by the user: 2 RPCs timed together)",

@@ -308,15 +308,25 @@ class Bench:
             self.row(label, conc, m, moves_money=scenario == "transfer"), m.result.errors
         )
 
-    def batch(self, conc: int, size: int, warmup_s: float) -> None:
-        label = f"CreateTransfers x{size}"
+    def batch(self, conc: int, size: int, warmup_s: float, *, disjoint: bool = False) -> None:
+        """Batches to random accounts, or with ``disjoint`` each batch in flight to accounts
+        no other batch touches."""
+        label = f"CreateTransfers x{size}{', disjoint' if disjoint else ''}"
         print(f"running {label} at {conc} batches in flight...", flush=True)
         w = self.window(warmup_s, self.plan.batch_duration_s)
+        shares = self.shares(conc)
         tasks = [
             batches.BatchTask(
-                self.target, size, n, min(self.channels, n), w, self.settlement, self.destinations
+                self.target,
+                size,
+                n,
+                min(self.channels, n),
+                w,
+                self.settlement,
+                self.destinations[i :: len(shares)] if disjoint else self.destinations,
+                disjoint=disjoint,
             )
-            for n in self.shares(conc)
+            for i, n in enumerate(shares)
         ]
         m = self.measure(batches.run_batches, tasks, w)
         self.found.add(self.row(label, conc, m, moves_money=True), m.result.errors)
@@ -392,6 +402,9 @@ class Bench:
         if conc in self.plan.batch_concurrency:
             for size, warmup_s in self.plan.batch_sizes:
                 self.batch(conc, size, warmup_s)
+            if conc > 1:  # settles how many batches a process runs at a time
+                size, warmup_s = self.plan.batch_sizes[-1]
+                self.batch(conc, size, warmup_s, disjoint=True)
         if conc == self.plan.hot_concurrency:
             self.fresh_tokens()
             self.payment_mix(conc, spread=False)
