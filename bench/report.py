@@ -163,7 +163,7 @@ def warnings(rows: list[Row]) -> list[str]:
 
 
 HEAD = (
-    f"{'scenario':<30}{'conc':>5}{'calls/s':>9}{'xfers/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
+    f"{'scenario':<32}{'conc':>5}{'calls/s':>9}{'xfers/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
     f"{'p99 ms':>9}{'errors':>7}{'x empty':>8}{'x pg':>7}{'cpu%':>6}{'db%':>5}{'host%':>6}"
     f"{'rss MiB':>8}"
 )
@@ -172,7 +172,7 @@ HEAD = (
 def table_line(r: Row) -> str:
     conc = str(r.concurrency) if r.concurrency else "-"
     return (
-        f"{r.scenario:<30}{conc:>5}{fmt_rate(r.calls_per_s):>9}{fmt_rate(r.transfers_per_s):>9}"
+        f"{r.scenario:<32}{conc:>5}{fmt_rate(r.calls_per_s):>9}{fmt_rate(r.transfers_per_s):>9}"
         f"{fmt(r.p50_ms, '.1f'):>9}{fmt(r.p95_ms, '.1f'):>9}{fmt(r.p99_ms, '.1f'):>9}"
         f"{r.errors:>7}{fmt(r.vs_empty_rpc, '.2f'):>8}{fmt(r.vs_pgbench, '.2f'):>7}"
         f"{fmt(r.server_cpu_pct, '.0f'):>6}{fmt(r.db_cpu_pct, '.0f'):>5}"
