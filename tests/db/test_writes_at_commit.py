@@ -186,16 +186,45 @@ async def test_a_savepoint_undone_forgets_the_writes_held_inside_it(clean_db: As
 
 async def _commit_around_the_unit_of_work(clean_db: AsyncEngine) -> None:
     async with services.UnitOfWork(clean_db) as uow:
+        await uow.ledger.ensure_system_account(
+            account_id=uuid4(), kind=AccountKind.FEES, currency="CHF"
+        )
         uow.events.append([_test_event(1)])
         await uow.connection.commit()
 
 
-async def test_a_commit_that_bypasses_the_unit_of_work_with_held_writes_is_refused(
+async def test_a_commit_that_goes_around_the_unit_of_work_while_it_holds_writes_is_refused(
     clean_db: AsyncEngine,
 ) -> None:
-    with pytest.raises(RuntimeError, match="held writes lost"):
+    with pytest.raises(RuntimeError, match="commit refused"):
         await _commit_around_the_unit_of_work(clean_db)
+    # Refused before it happened: nothing of the transaction stays, not half of it.
+    assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 0
     assert await count(clean_db, _OUTBOX_TEST_ROWS) == 0
+    # The pooled connection keeps no holder: committing on it later is not refused.
+    async with clean_db.begin() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def test_a_savepoint_sends_what_was_held_before_it_and_forgets_only_its_own(
+    clean_db: AsyncEngine,
+) -> None:
+    async with services.UnitOfWork(clean_db) as uow:
+        uow.events.append([_test_event(1)])
+        with pytest.raises(LookupError):
+            await _send_inside_then_raise(uow)
+        await uow.commit()
+    async with clean_db.connect() as conn:
+        written = await conn.execute(text("SELECT payload FROM outbox ORDER BY event_id"))
+        assert [json.loads(payload)["n"] for (payload,) in written] == [1]
+
+
+async def _send_inside_then_raise(uow: services.UnitOfWork) -> None:
+    async with uow.savepoint():
+        uow.events.append([_test_event(2)])
+        await uow.send_held_writes()  # 2 is sent inside the savepoint: its undo takes it
+        uow.events.append([_test_event(3)])  # held: forgotten by the undo
+        raise LookupError
 
 
 async def test_a_transfer_group_sends_its_write_with_the_commit(

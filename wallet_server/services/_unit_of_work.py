@@ -12,7 +12,14 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from wallet_server.services._call import current_call
-from wallet_server.storage import Driver, WritesAtCommit, driver_of, savepoint
+from wallet_server.storage import (
+    Driver,
+    WritesAtCommit,
+    driver_of,
+    hold_writes,
+    roll_back_if_open,
+    savepoint,
+)
 from wallet_server.storage.repositories import (
     AuditRepository,
     BatchRepository,
@@ -60,8 +67,8 @@ class UnitOfWork:
 
     Writes nothing later in the transaction reads (stored responses, events, the audit row)
     are held and sent with the COMMIT in one round trip (``storage.WritesAtCommit``). So a
-    transaction must end through :meth:`commit`, never the connection's own commit, once
-    it holds any.
+    transaction must end through :meth:`commit`: the connection's own commit is refused
+    while it holds any.
     """
 
     users: UserRepository
@@ -104,7 +111,7 @@ class UnitOfWork:
             raise
         self._conn = conn
         self._driver = driver
-        self._at_commit = at_commit = WritesAtCommit(driver)
+        self._at_commit = at_commit = hold_writes(conn, driver)
         self.users = UserRepository(conn)
         self.principals = PrincipalRepository(conn)
         self.ledger = LedgerRepository(conn, driver)
@@ -125,15 +132,15 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, tx, held = self._conn, self._tx, self._at_commit
+        conn, tx, driver, held = self._conn, self._tx, self._driver, self._at_commit
         self._conn = self._tx = self._driver = self._at_commit = None
         if conn is None:
             return
         try:
             if tx is not None and tx.is_active:
                 await tx.rollback()
-            elif held is not None and held.pending and exc is None:
-                raise RuntimeError("transaction committed without commit(): held writes lost")
+            elif driver is not None and held is not None and held.refused:
+                await roll_back_if_open(driver)
         finally:
             await conn.close()
 
@@ -170,7 +177,8 @@ class UnitOfWork:
         those held for the commit) if it raises; ``rollback()`` on what it yields undoes
         them on request."""
         held = self._held()
-        mark = held.pending
+        await held.send()  # held before the savepoint: not to be undone with it
+        mark = held.mark
         try:
             async with self.connection.begin_nested() as nested:
                 yield Savepoint(nested, held, mark)
@@ -186,7 +194,8 @@ class UnitOfWork:
         (sent and held) if it raises one of ``undo_on`` (the transaction goes on); cheaper
         than :meth:`savepoint`, with no rollback on request."""
         held = self._held()
-        mark = held.pending
+        await held.send()  # held before the savepoint: not to be undone with it
+        mark = held.mark
         try:
             async with savepoint(self.driver, undo_on=undo_on):
                 yield
@@ -212,7 +221,7 @@ class UnitOfWork:
         record = current_call()
         if record is not None and not record.audited:
             self.audit.append([record.entry(code)])
-        if held.pending:
+        if held.held:
             await held.commit()
         await self._tx.commit()  # after the held writes' COMMIT, only the toolkit's bookkeeping
         if record is not None:

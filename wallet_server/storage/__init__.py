@@ -1,6 +1,13 @@
 """Persistence on PostgreSQL: tables, migrations, repositories. SQL stops here."""
 
-from wallet_server.storage._driver import Driver, WritesAtCommit, driver_of, savepoint
+from wallet_server.storage._driver import (
+    Driver,
+    WritesAtCommit,
+    driver_of,
+    hold_writes,
+    roll_back_if_open,
+    savepoint,
+)
 from wallet_server.storage._engine import (
     connection_limit,
     connections_per_process,
@@ -26,12 +33,14 @@ __all__ = [
     "connections_per_process",
     "create_engine",
     "driver_of",
+    "hold_writes",
     "is_retryable_conflict",
     "is_unavailable",
     "libpq_url",
     "listen_forever",
     "metadata",
     "migrate",
+    "roll_back_if_open",
     "savepoint",
     "schema_is_current",
     "sqlalchemy_url",

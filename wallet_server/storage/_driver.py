@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from functools import cache
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, pq
 from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.ext.asyncio import AsyncConnection as SqlConnection
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "driver_of",
     "driver_sql",
     "fetch_rows",
+    "hold_writes",
+    "roll_back_if_open",
     "run_sql",
     "savepoint",
 ]
@@ -92,30 +96,43 @@ class WritesAtCommit:
     psycopg's pipeline mode sends them and the COMMIT without waiting for each answer; an
     error in any of them fails the commit, and the transaction rolls back whole. Held writes
     go out in the order they were added, after every statement the transaction ran before
-    the commit."""
+    the commit.
 
-    __slots__ = ("_driver", "_writes")
+    A savepoint takes :attr:`mark` when it begins and, when it is undone, forgets what was
+    held since (:meth:`discard_since`); what was sent since is the database's to undo. So a
+    savepoint must :meth:`send` what is held when it begins: sent inside it, writes held
+    before it would be undone with it."""
+
+    __slots__ = ("_driver", "_sent", "_writes", "refused")
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
         self._writes: list[tuple[str, Mapping[str, Any]]] = []
+        self._sent = 0
+        self.refused = False  # a commit around it was refused: its transaction is still open
 
     def add(self, sql: str, params: Mapping[str, Any]) -> None:
         """Hold ``sql``, in psycopg's form (see :func:`driver_sql`), until the commit."""
         self._writes.append((sql, params))
 
     @property
-    def pending(self) -> int:
-        """How many writes are held; also the mark :meth:`discard_since` takes."""
+    def held(self) -> int:
+        """How many writes wait to be sent."""
         return len(self._writes)
 
+    @property
+    def mark(self) -> int:
+        """How many writes were ever added: where a savepoint begins."""
+        return self._sent + len(self._writes)
+
     def discard_since(self, mark: int) -> None:
-        """Forget the writes added after :attr:`pending` was ``mark`` (a savepoint undone)."""
-        del self._writes[mark:]
+        """Forget the writes added after :attr:`mark` was ``mark`` and not sent yet."""
+        del self._writes[max(0, mark - self._sent) :]
 
     async def send(self) -> None:
         """Send the held writes now, in one round trip, without committing."""
-        await self._send(commit=False)
+        if self._writes:
+            await self._send(commit=False)
 
     async def commit(self) -> None:
         """Send the held writes and COMMIT; afterwards the driver connection is idle, and the
@@ -124,10 +141,61 @@ class WritesAtCommit:
 
     async def _send(self, *, commit: bool) -> None:
         writes, self._writes = self._writes, []
-        async with self._driver.pipeline():
-            for sql, params in writes:
-                await self._driver.execute(sql, params)
-            if commit:
-                # A plain statement rather than ``driver.commit()``, which would wait for its
-                # answer before the pipeline's own closing sync: two round trips.
-                await self._driver.execute("COMMIT")
+        self._sent += len(writes)
+        # Nothing raises inside the pipeline block: an error met while sending (a statement
+        # before it failed) is held until the pipeline is drained, so that psycopg does not
+        # log the error it meets when draining as one it ignored.
+        failed: Exception | None = None
+        try:
+            async with self._driver.pipeline():
+                try:
+                    for sql, params in writes:
+                        await self._driver.execute(sql, params)
+                    if commit:
+                        # A plain statement rather than ``driver.commit()``, which would wait
+                        # for its answer before the pipeline's own closing sync.
+                        await self._driver.execute("COMMIT")
+                except Exception as exc:  # raised below, once drained
+                    failed = exc
+        except Exception:
+            if failed is None:
+                raise
+        if failed is not None:
+            raise failed
+
+
+# The holder of each checked-out connection's transaction, for the commit guard below.
+_holders: weakref.WeakKeyDictionary[Connection, WritesAtCommit] = weakref.WeakKeyDictionary()
+_guarded: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def hold_writes(conn: SqlConnection, driver: Driver) -> WritesAtCommit:
+    """A holder for the writes of ``conn``'s transaction. While it holds any, the toolkit's
+    own commit of ``conn`` is refused before it is sent (it would commit without them), and
+    the holder notes it (:attr:`WritesAtCommit.refused`); commit through
+    :meth:`WritesAtCommit.commit`."""
+    engine = conn.sync_engine
+    if engine not in _guarded:
+        event.listen(engine, "commit", _refuse_commit_while_holding)
+        _guarded.add(engine)
+    held = WritesAtCommit(driver)
+    _holders[conn.sync_connection] = held  # type: ignore[index]
+    return held
+
+
+def _refuse_commit_while_holding(conn: Connection) -> None:
+    held = _holders.get(conn)
+    if held is not None and held.held:
+        held.refused = True
+        raise RuntimeError(
+            "commit refused: the transaction holds writes that only the unit of work's "
+            "commit() sends"
+        )
+
+
+async def roll_back_if_open(driver: Driver) -> None:
+    """Roll back the driver's transaction if it is still open. A commit refused before it
+    was sent (:attr:`WritesAtCommit.refused`) leaves it so while the toolkit counts it as
+    ended, and the pool would hand the connection on as it is."""
+    if driver.info.transaction_status != pq.TransactionStatus.IDLE:
+        await driver.rollback()
