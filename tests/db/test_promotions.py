@@ -388,6 +388,30 @@ async def test_a_refused_payment_spends_no_budget(
     assert await state(clean_db) == before
 
 
+async def test_a_payment_refused_for_a_paid_order_waits_on_no_promotion(
+    ledger: Ledger, shop: Shop, campaigns: Campaigns, clean_db: AsyncEngine
+) -> None:
+    """Payments lock the promotions they may earn from, so a promotion for every merchant
+    is locked by every payment in its currency. Paying an order that is already paid earns
+    nothing and waits for none of them."""
+    merchant = await ledger.partner("lamps")
+    alice, a = await funded_user(ledger, "alice", 5_000)
+    promotion = await campaigns.create()
+    order_id = await shop.order(merchant, 1_000)
+    await shop.pay(alice, order_id, a)
+
+    async with clean_db.connect() as other_payment:
+        await other_payment.execute(
+            text("SELECT 1 FROM promotions WHERE promotion_id = :p FOR UPDATE"),
+            {"p": promotion.promotion_id},
+        )
+        async with asyncio.timeout(5):
+            await refused(
+                shop.pay(alice, order_id, a), FailedPrecondition, Reason.ORDER_ALREADY_PAID
+            )
+        await other_payment.rollback()
+
+
 async def test_a_frozen_promotions_account_pays_no_cashback_but_the_payment_goes_through(
     ledger: Ledger, shop: Shop, campaigns: Campaigns, clean_db: AsyncEngine
 ) -> None:

@@ -140,6 +140,12 @@ def new_order(
     )
 
 
+def is_payable(order: Order, now: datetime) -> bool:
+    """Whether :func:`ensure_payable` lets a payment of ``order`` through at ``now``."""
+    current = order.as_of(now)
+    return not current.status.is_paid and current.status is not OrderStatus.EXPIRED
+
+
 def ensure_payable(order: Order, now: datetime) -> None:
     """An order is paid at most once, and only before its expiry."""
     current = order.as_of(now)

@@ -34,6 +34,7 @@ from wallet_server.domain import (
     apply_refund,
     best_cashback,
     expire_order,
+    is_payable,
     mark_order_paid,
     new_order,
     order_expiry,
@@ -226,13 +227,18 @@ async def _pay(uow: UnitOfWork, cmd: PayOrder) -> OrderPayment:
     settlement_id = await _settlement_account(uow, found)
     now = uow.now()
     # The payer's account is first read with its lock: one round trip instead of two. A
-    # refused payment (someone else's account, a paid order) holds these locks only until
-    # its savepoint is undone.
-    candidates = await uow.promotions.lock_candidates(
-        currency=order.amount.currency,
-        merchant_partner_id=order.partner_id,
-        payment_minor=order.amount.amount_minor,
-        at=now,
+    # refused payment (someone else's account) holds these locks only until its savepoint is
+    # undone; a paid or expired order, refused below after the payer's account as before,
+    # takes no promotion's lock (the promotions that every payment of a currency locks).
+    candidates = (
+        await uow.promotions.lock_candidates(
+            currency=order.amount.currency,
+            merchant_partner_id=order.partner_id,
+            payment_minor=order.amount.amount_minor,
+            at=now,
+        )
+        if is_payable(order, now)
+        else []
     )
     locked = await uow.ledger.lock_accounts(
         {cmd.from_account_id, settlement_id, *(p.funding_account_id for p in candidates)}
