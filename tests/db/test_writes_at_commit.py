@@ -184,26 +184,49 @@ async def test_a_savepoint_undone_forgets_the_writes_held_inside_it(clean_db: As
         assert [json.loads(payload)["n"] for (payload,) in written] == [1, 4]
 
 
-async def _commit_around_the_unit_of_work(clean_db: AsyncEngine) -> None:
-    async with services.UnitOfWork(clean_db) as uow:
+async def _commit_around_the_unit_of_work(engine: AsyncEngine) -> None:
+    async with services.UnitOfWork(engine) as uow:
         await uow.ledger.ensure_system_account(
             account_id=uuid4(), kind=AccountKind.FEES, currency="CHF"
         )
         uow.events.append([_test_event(1)])
-        await uow.connection.commit()
+        try:
+            await uow.connection.commit()
+        finally:
+            with pytest.raises(RuntimeError, match="can only roll back"):
+                await uow.commit()
 
 
 async def test_a_commit_that_goes_around_the_unit_of_work_while_it_holds_writes_is_refused(
+    database_url: str, clean_db: AsyncEngine
+) -> None:
+    one_connection = create_engine(database_url, pool_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="commit refused"):
+            await _commit_around_the_unit_of_work(one_connection)
+        # Refused before it happened, and rolled back: the same pooled connection, next in
+        # line, finds nothing of the transaction (an open one would show it its own rows).
+        chf = "SELECT count(*) FROM accounts WHERE currency = 'CHF'"
+        assert await count(one_connection, chf) == 0
+        assert await count(one_connection, _OUTBOX_TEST_ROWS) == 0
+        assert await count(clean_db, chf) == 0
+    finally:
+        await one_connection.dispose()
+
+
+async def _break_the_connection_then_raise(clean_db: AsyncEngine) -> None:
+    async with services.UnitOfWork(clean_db) as uow:
+        await uow.connection.execute(text("SELECT 1"))
+        await uow.driver.close()  # as a cancellation does when the server cannot be told
+        raise LookupError
+
+
+async def test_an_error_leaving_a_unit_of_work_is_not_replaced_by_a_broken_rollback(
     clean_db: AsyncEngine,
 ) -> None:
-    with pytest.raises(RuntimeError, match="commit refused"):
-        await _commit_around_the_unit_of_work(clean_db)
-    # Refused before it happened: nothing of the transaction stays, not half of it.
-    assert await count(clean_db, "SELECT count(*) FROM accounts WHERE currency = 'CHF'") == 0
-    assert await count(clean_db, _OUTBOX_TEST_ROWS) == 0
-    # The pooled connection keeps no holder: committing on it later is not refused.
-    async with clean_db.begin() as conn:
-        await conn.execute(text("SELECT 1"))
+    with pytest.raises(LookupError):
+        await _break_the_connection_then_raise(clean_db)
+    assert await count(clean_db, "SELECT 1") == 1  # the broken connection left the pool
 
 
 async def test_a_savepoint_sends_what_was_held_before_it_and_forgets_only_its_own(

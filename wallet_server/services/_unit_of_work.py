@@ -141,7 +141,16 @@ class UnitOfWork:
                 await tx.rollback()
             elif driver is not None and held is not None and held.refused:
                 await roll_back_if_open(driver)
+        except Exception:
+            if exc is None:
+                raise
+            # The connection broke on the way out (a cancellation closes it): the error
+            # already leaving, a cancellation above all, must not be replaced by this one.
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
         finally:
+            if held is not None:
+                held.discard_since(0)  # nothing unsent outlives the transaction
             await conn.close()
 
     @property
@@ -218,6 +227,8 @@ class UnitOfWork:
         if self._tx is None:
             raise RuntimeError("unit of work used outside 'async with'")
         held = self._held()
+        if held.refused:
+            raise RuntimeError("this transaction's commit was refused; it can only roll back")
         record = current_call()
         if record is not None and not record.audited:
             self.audit.append([record.entry(code)])

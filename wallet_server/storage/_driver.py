@@ -160,8 +160,18 @@ class WritesAtCommit:
         except Exception:
             if failed is None:
                 raise
+        finally:
+            await _close_if_cut_off(self._driver)
         if failed is not None:
             raise failed
+
+
+async def _close_if_cut_off(driver: Driver) -> None:
+    """A pipeline left before all its answers were read (a cancellation while they were
+    coming) leaves the connection in pipeline mode with answers nobody will read; it must
+    not serve another transaction, so it is closed, and the pool replaces it."""
+    if not driver.closed and driver.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        await driver.close()
 
 
 # The holder of each checked-out connection's transaction, for the commit guard below.
@@ -197,5 +207,8 @@ async def roll_back_if_open(driver: Driver) -> None:
     """Roll back the driver's transaction if it is still open. A commit refused before it
     was sent (:attr:`WritesAtCommit.refused`) leaves it so while the toolkit counts it as
     ended, and the pool would hand the connection on as it is."""
-    if driver.info.transaction_status != pq.TransactionStatus.IDLE:
+    if driver.info.transaction_status in (
+        pq.TransactionStatus.INTRANS,
+        pq.TransactionStatus.INERROR,
+    ):
         await driver.rollback()
