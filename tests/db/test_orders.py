@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
+from tests.db.test_balance_deltas import settlement_of
 from tests.ledger_checks import ACCOUNT_BALANCES, BALANCE, count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import (
@@ -394,19 +395,9 @@ async def test_an_order_whose_merchant_has_no_settlement_account_yet_is_paid_and
     await shop.refund(merchant, order_id, 400)
 
     assert await count(clean_db, settlement, p=merchant.partner_id) == 1
-    assert payment.transaction.to_account_id == await _settlement_id(clean_db, merchant)
+    assert payment.transaction.to_account_id == await settlement_of(clean_db, merchant)
     assert await ledger.balance(alice, a) == 4_400
     assert await ledger_violations(clean_db) == []
-
-
-async def _settlement_id(engine: AsyncEngine, merchant: PartnerPrincipal) -> UUID:
-    async with engine.connect() as conn:
-        found = await conn.execute(
-            text("SELECT account_id FROM accounts WHERE kind = 'settlement' AND partner_id = :p"),
-            {"p": merchant.partner_id},
-        )
-        account_id: UUID = found.scalar_one()
-        return account_id
 
 
 async def test_a_paid_order_cannot_be_paid_again_by_anyone(
