@@ -49,7 +49,6 @@ from wallet_server.services._events import publish
 from wallet_server.services._idempotency import run_once
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
-from wallet_server.storage.repositories import LockedOrder
 
 # Payment memos show what was bought; a transaction memo holds at most this much of it.
 _MAX_PAYMENT_MEMO = 200
@@ -126,6 +125,20 @@ def order_not_found(order_id: UUID) -> NotFound:
 # --- creating and reading -------------------------------------------------------------------
 
 
+async def _settlement_account(uow: UnitOfWork, order: Order, found: UUID | None) -> UUID:
+    """The merchant's settlement account in the order's currency: ``found`` with the order,
+    or made now (by the merchant's first order in a currency, or the payment of an order
+    stored before orders made it)."""
+    if found is not None:
+        return found
+    return await uow.ledger.ensure_system_account(
+        account_id=uow.new_id(),
+        kind=AccountKind.SETTLEMENT,
+        currency=order.amount.currency,
+        partner_id=order.partner_id,
+    )
+
+
 @retry_on_conflict
 async def create_order(cmd: CreateOrder, uow: UnitOfWork) -> Order:
     """A new OPEN order of the calling merchant."""
@@ -150,13 +163,7 @@ async def create_order(cmd: CreateOrder, uow: UnitOfWork) -> Order:
             )
             # The account the payment will credit, ready before anyone pays (the order's
             # insert looks for it: one round trip when it exists, as it mostly does).
-            if await uow.orders.add(order) is None:
-                await uow.ledger.ensure_system_account(
-                    account_id=uow.new_id(),
-                    kind=AccountKind.SETTLEMENT,
-                    currency=order.amount.currency,
-                    partner_id=order.partner_id,
-                )
+            await _settlement_account(uow, order, await uow.orders.add(order))
             return order
 
         order = await run_once(
@@ -206,25 +213,12 @@ async def get_merchant_order(cmd: GetMerchantOrder, uow: UnitOfWork) -> Order:
 # --- paying ---------------------------------------------------------------------------------
 
 
-async def _settlement_account(uow: UnitOfWork, locked: LockedOrder) -> UUID:
-    """The merchant's settlement account in the order's currency. ``CreateOrder`` made it;
-    made here only for an order from before that."""
-    if locked.settlement_account_id is not None:
-        return locked.settlement_account_id
-    return await uow.ledger.ensure_system_account(
-        account_id=uow.new_id(),
-        kind=AccountKind.SETTLEMENT,
-        currency=locked.order.amount.currency,
-        partner_id=locked.order.partner_id,
-    )
-
-
 async def _pay(uow: UnitOfWork, cmd: PayOrder) -> OrderPayment:
     found = await uow.orders.lock(cmd.order_id)
     if found is None:
         raise order_not_found(cmd.order_id)
     order = found.order
-    settlement_id = await _settlement_account(uow, found)
+    settlement_id = await _settlement_account(uow, order, found.settlement_account_id)
     now = uow.now()
     # The payer's account is first read with its lock: one round trip instead of two. A
     # refused payment (someone else's account) holds these locks only until its savepoint is
@@ -355,7 +349,7 @@ async def _refund(uow: UnitOfWork, cmd: RefundPayment) -> OrderRefund:
     now = uow.now()
     refunded = apply_refund(order.as_of(now), cmd.amount)
     assert order.payer_account_id is not None  # a paid order has its payer
-    settlement_id = await _settlement_account(uow, found)
+    settlement_id = await _settlement_account(uow, order, found.settlement_account_id)
     locked = await uow.ledger.lock_accounts({settlement_id, order.payer_account_id})
     payer = locked.get(order.payer_account_id)
     if payer is None:  # accounts are never deleted; a missing one is a broken database
