@@ -185,15 +185,11 @@ class UnitOfWork:
         """``async with uow.savepoint():`` undoes only the block's writes (those sent and
         those held for the commit) if it raises; ``rollback()`` on what it yields undoes
         them on request."""
-        held = self._held()
-        await held.send()  # held before the savepoint: not to be undone with it
-        mark = held.mark
-        try:
-            async with self.connection.begin_nested() as nested:
-                yield Savepoint(nested, held, mark)
-        except BaseException:
-            held.discard_since(mark)
-            raise
+        async with (
+            self._held_since_here(undone_on=(BaseException,)) as (held, mark),
+            self.connection.begin_nested() as nested,
+        ):
+            yield Savepoint(nested, held, mark)
 
     @contextlib.asynccontextmanager
     async def driver_savepoint(
@@ -202,13 +198,25 @@ class UnitOfWork:
         """``async with uow.driver_savepoint(undo_on=...):`` undoes only the block's writes
         (sent and held) if it raises one of ``undo_on`` (the transaction goes on); cheaper
         than :meth:`savepoint`, with no rollback on request."""
+        async with (
+            self._held_since_here(undone_on=undo_on),
+            savepoint(self.driver, undo_on=undo_on),
+        ):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _held_since_here(
+        self, *, undone_on: tuple[type[BaseException], ...]
+    ) -> AsyncIterator[tuple[WritesAtCommit, int]]:
+        """A savepoint's share of the held writes: those held before it are sent first (sent
+        inside it, they would be undone with it); those held inside it are forgotten if it
+        is undone by one of ``undone_on``. Yields the holder and the savepoint's mark."""
         held = self._held()
-        await held.send()  # held before the savepoint: not to be undone with it
+        await held.send()
         mark = held.mark
         try:
-            async with savepoint(self.driver, undo_on=undo_on):
-                yield
-        except undo_on:
+            yield held, mark
+        except undone_on:
             held.discard_since(mark)
             raise
 
