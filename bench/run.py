@@ -689,11 +689,17 @@ def main(argv: list[str] | None = None) -> int:
     out = write_report(report(started, plan, args.workers, found), started, plan)
     print(f"\nwrote {out}")
     print_problems(found)
+    failed = bool(found.failure or found.violations or found.errors)
+    if failed and server.log.exists():
+        # The server's own account of what went wrong outlives the temporary directory.
+        kept_log = out.with_suffix(".server.log")
+        shutil.copyfile(server.log, kept_log)
+        print(f"server log: {kept_log}")
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         print(f"kept {tmp}")
-    return 1 if found.failure or found.violations or found.errors else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
