@@ -53,6 +53,7 @@ from wallet_server.services._streams import (
 )
 from wallet_server.services._unit_of_work import Clock, UnitOfWork, utc_now
 from wallet_server.storage import is_unavailable as database_unavailable
+from wallet_server.storage import raise_if_cancelling
 
 __all__ = [
     "AccountPage",
@@ -101,6 +102,7 @@ __all__ = [
     "open_account",
     "publish",
     "purge_idempotency_records",
+    "raise_if_cancelling",
     "record_unaudited_call",
     "refresh_session",
     "register",

@@ -14,7 +14,7 @@ from tenacity import (
 )
 
 from wallet_server.domain import Unavailable
-from wallet_server.storage import is_retryable_conflict, is_unavailable
+from wallet_server.storage import is_retryable_conflict, is_unavailable, raise_if_cancelling
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -40,6 +40,7 @@ def retry_on_conflict(use_case: Callable[P, Awaitable[T]]) -> Callable[P, Awaita
                 with attempt:
                     return await use_case(*args, **kwargs)
         except Exception as exc:
+            raise_if_cancelling(exc)
             if is_unavailable(exc):
                 raise Unavailable("the database is unavailable; retry later") from exc
             raise

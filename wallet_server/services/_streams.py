@@ -36,7 +36,7 @@ from wallet_server.services._call import note_resources
 from wallet_server.services._codec import decode_as
 from wallet_server.services._unit_of_work import UnitOfWork
 from wallet_server.services._withdrawals import payout_destination
-from wallet_server.storage import OUTBOX_CHANNEL, listen_forever
+from wallet_server.storage import OUTBOX_CHANNEL, listen_forever, raise_if_cancelling
 from wallet_server.storage.repositories import EVENTS_CHANNEL, SEQUENCER_BUSY
 
 _log = logging.getLogger(__name__)
@@ -145,7 +145,8 @@ class EventHub:
             wanted.clear()
             try:
                 await work()
-            except Exception:
+            except Exception as exc:
+                raise_if_cancelling(exc)
                 _log.warning("event hub step failed; will retry", exc_info=True)
                 await asyncio.sleep(0.2)
 

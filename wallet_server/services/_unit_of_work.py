@@ -185,11 +185,27 @@ class UnitOfWork:
         """``async with uow.savepoint():`` undoes only the block's writes (those sent and
         those held for the commit) if it raises; ``rollback()`` on what it yields undoes
         them on request."""
-        async with (
-            self._held_since_here(undone_on=(BaseException,)) as (held, mark),
-            self.connection.begin_nested() as nested,
-        ):
-            yield Savepoint(nested, held, mark)
+        async with self._held_since_here(undone_on=(BaseException,)) as (held, mark):
+            nested = await self.connection.begin_nested()
+            try:
+                yield Savepoint(nested, held, mark)
+            except BaseException:
+                await self._undo_on_the_way_out(nested)
+                raise
+            if nested.is_active:
+                await nested.commit()
+
+    async def _undo_on_the_way_out(self, nested: AsyncTransaction) -> None:
+        """Roll the savepoint back as an exception leaves it. On a connection that a
+        cancellation closed, the transaction is gone with it: the exception already leaving,
+        a cancellation above all, must not be replaced by the rollback's."""
+        if not nested.is_active:
+            return
+        try:
+            await nested.rollback()
+        except Exception:
+            if not self.driver.closed:
+                raise
 
     @contextlib.asynccontextmanager
     async def driver_savepoint(

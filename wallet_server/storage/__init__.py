@@ -1,5 +1,6 @@
 """Persistence on PostgreSQL: tables, migrations, repositories. SQL stops here."""
 
+from wallet_server.storage._cancellation import raise_if_cancelling
 from wallet_server.storage._driver import (
     Driver,
     WritesAtCommit,
@@ -40,6 +41,7 @@ __all__ = [
     "listen_forever",
     "metadata",
     "migrate",
+    "raise_if_cancelling",
     "roll_back_if_open",
     "savepoint",
     "schema_is_current",

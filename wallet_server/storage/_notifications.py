@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 import psycopg
 from psycopg import sql
 
+from wallet_server.storage._cancellation import raise_if_cancelling
+
 _log = logging.getLogger(__name__)
 
 OUTBOX_CHANNEL = "wallet_outbox"  # a writer committed events (sent by a trigger on outbox)
@@ -45,5 +47,6 @@ async def listen_forever(
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # connection lost or refused: try again shortly
+            raise_if_cancelling(exc)
             _log.warning("event listener disconnected (%s); reconnecting", type(exc).__name__)
             await asyncio.sleep(1.0)

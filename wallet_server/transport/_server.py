@@ -44,6 +44,7 @@ from wallet_server.services import (
     expire_orders,
     fold_balance_deltas,
     purge_idempotency_records,
+    raise_if_cancelling,
     utc_now,
 )
 from wallet_server.transport._interceptors import build_interceptor
@@ -225,7 +226,8 @@ async def _every(seconds: float, what: str, step: Callable[[], Awaitable[None]])
     while True:
         try:
             await step()
-        except Exception:
+        except Exception as exc:
+            raise_if_cancelling(exc)
             _log.warning("%s failed; will retry", what, exc_info=True)
         await asyncio.sleep(seconds)
 
