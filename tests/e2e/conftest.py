@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from wallet.v1 import (
 from wallet_server.config import Settings
 from wallet_server.domain import ALL_PARTNER_SCOPES
 from wallet_server.security import DevPkiPaths
-from wallet_server.services import UnitOfWork, register_operator, register_partner
+from wallet_server.services import Clock, UnitOfWork, register_operator, register_partner
 from wallet_server.transport import ServerPorts, create_server
 
 Metadata = tuple[tuple[str, str], ...]
@@ -140,16 +141,28 @@ async def settings(database_url: str, pki: DevPkiPaths) -> Settings:
     return make_settings(database_url, pki)
 
 
-@pytest.fixture
-async def wallet(
-    clean_db: AsyncEngine, settings: Settings, pki: DevPkiPaths
+@asynccontextmanager
+async def running(
+    engine: AsyncEngine, settings: Settings, pki: DevPkiPaths, clock: Clock | None = None
 ) -> AsyncIterator[Wallet]:
-    await seed(clean_db)
-    server, ports = create_server(settings, clean_db)
+    """A seeded server on ``engine`` with these settings (and clock), and a client of it."""
+    await seed(engine)
+    if clock is None:
+        server, ports = create_server(settings, engine)
+    else:
+        server, ports = create_server(settings, engine, clock=clock)
     await server.start()
-    client = Wallet(ports=ports, pki=pki, engine=clean_db)
+    client = Wallet(ports=ports, pki=pki, engine=engine)
     try:
         yield client
     finally:
         await client.close()
         await server.stop(grace=1.0)
+
+
+@pytest.fixture
+async def wallet(
+    clean_db: AsyncEngine, settings: Settings, pki: DevPkiPaths
+) -> AsyncIterator[Wallet]:
+    async with running(clean_db, settings, pki) as client:
+        yield client

@@ -18,13 +18,12 @@ from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from wallet.v1 import admin_pb2, partner_pb2, wallet_pb2
 
-from tests.e2e.conftest import Metadata, Wallet, seed
+from tests.e2e.conftest import Metadata, Wallet, running
 from tests.e2e.test_batch import Setup, transfer, usd
 from tests.ledger_checks import ledger_violations
 from wallet_server.config import Settings
 from wallet_server.security import DevPkiPaths
 from wallet_server.storage import create_engine
-from wallet_server.transport import create_server
 
 ROUNDS = 25
 GIVEN_UP = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -35,15 +34,10 @@ async def small_pool_wallet(
     database_url: str, clean_db: AsyncEngine, settings: Settings, pki: DevPkiPaths
 ) -> AsyncIterator[Wallet]:
     engine = create_engine(database_url, pool_size=3)
-    await seed(clean_db)
-    server, ports = create_server(settings, engine)
-    await server.start()
-    client = Wallet(ports=ports, pki=pki, engine=clean_db)
     try:
-        yield client
+        async with running(engine, settings, pki) as wallet:
+            yield wallet
     finally:
-        await client.close()
-        await server.stop(grace=1.0)
         await engine.dispose()
 
 

@@ -13,8 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from wallet.v1 import (
     wallet_pb2_grpc,
 )
 
-from tests.e2e.conftest import Metadata, Wallet, channel, make_settings, seed
+from tests.e2e.conftest import Metadata, Wallet, channel, make_settings, running
 from tests.e2e.errors import RichError, rich_error
 from wallet_server.config import Settings
 from wallet_server.domain import SCOPE_MERCHANT
@@ -46,7 +45,6 @@ from wallet_server.security import (
     peer_certificate_from_pem,
 )
 from wallet_server.services import UnitOfWork, register_partner
-from wallet_server.transport import create_server
 
 PASSWORD = "correct horse battery"
 DOMAIN = "wallet.v1"
@@ -63,25 +61,6 @@ class FakeClock:
 
     def advance(self, delta: timedelta) -> None:
         self.now += delta
-
-
-@asynccontextmanager
-async def running(
-    engine: AsyncEngine, settings: Settings, pki: DevPkiPaths, clock: FakeClock | None = None
-) -> AsyncIterator[Wallet]:
-    """A server with these settings (and clock), seeded like the ``wallet`` fixture's."""
-    await seed(engine)
-    if clock is None:
-        server, ports = create_server(settings, engine)
-    else:
-        server, ports = create_server(settings, engine, clock=clock)
-    await server.start()
-    client = Wallet(ports=ports, pki=pki, engine=engine)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await server.stop(grace=1.0)
 
 
 async def refusal(call: Awaitable[object]) -> RichError:
