@@ -90,15 +90,17 @@ class Calls:
 
 
 async def _run_and_cancel(calls: Calls, rng: random.Random) -> tuple[int, int]:
-    """Start every kind of call at once, cancel them after a random moment; how many ended
-    on their own and how many were cancelled."""
+    """Start every kind of call twice at once and cancel one of each pair after a random
+    moment (the other runs to its end beside it); how many ended on their own and how many
+    were cancelled."""
     tasks = [asyncio.ensure_future(call()) for call in calls.all() * 2]
-    await asyncio.sleep(rng.uniform(0, 0.06))
-    for task in tasks:
+    doomed = tasks[::2]
+    await asyncio.sleep(rng.uniform(0, 0.03))
+    for task in doomed:
         task.cancel()
     # Cancelled again while their clean-up may be waiting on the database.
     await asyncio.sleep(rng.uniform(0, 0.002))
-    for task in tasks:
+    for task in doomed:
         task.cancel()
     ended = cancelled = 0
     for task in tasks:
@@ -147,9 +149,11 @@ async def test_calls_cancelled_at_random_moments_leave_the_pool_and_the_ledger_s
         done, stopped = await _run_and_cancel(calls, rng)
         ended, cancelled = ended + done, cancelled + stopped
 
-    # Both outcomes happened many times, so cancellations met calls at every stage.
-    assert ended > ROUNDS
-    assert cancelled > ROUNDS
+    # Both outcomes happened many times, so cancellations met calls at every stage. Half
+    # the calls are never cancelled; how many of the others were still running when their
+    # cancellation came depends on the machine's speed.
+    assert ended >= 4 * ROUNDS
+    assert cancelled > ROUNDS // 2
     await _answers_its_own_statements(small_pool, partner)
     assert await ledger_violations(clean_db) == []
     # A cancelled call rolled back whole: no key stays claimed without its response.

@@ -88,13 +88,15 @@ class Mix:
 
 
 async def _give_up(mix: Mix, rng: random.Random, outcomes: Counter[str]) -> None:
-    """Every call twice at once: some with a deadline that passes, the rest cancelled by
-    the client at a random moment."""
-    deadline = rng.uniform(0.001, 0.08)
-    tasks = [asyncio.ensure_future(call()) for call in mix.calls(deadline) * 2]
+    """Every call three times at once: with a short deadline, cancelled by the client at a
+    random moment, and left to finish."""
+    short = [asyncio.ensure_future(call()) for call in mix.calls(rng.uniform(0.001, 0.08))]
+    doomed = [asyncio.ensure_future(call()) for call in mix.calls(30)]
+    kept = [asyncio.ensure_future(call()) for call in mix.calls(30)]
     await asyncio.sleep(rng.uniform(0, 0.08))
-    for task in tasks[::2]:
+    for task in doomed:
         task.cancel()
+    tasks = short + doomed + kept
     for task in tasks:
         outcomes[await _ending(task)] += 1
 
@@ -133,10 +135,12 @@ async def test_calls_given_up_at_random_moments_leave_the_server_answering_right
     for _ in range(ROUNDS):
         await _give_up(mix, rng, outcomes)
 
-    # Calls ended every way many times: they were given up at every stage.
-    assert outcomes["OK"] > ROUNDS, outcomes
-    assert outcomes["CANCELLED"] > ROUNDS, outcomes
-    assert outcomes["DEADLINE_EXCEEDED"] > ROUNDS, outcomes
+    # Calls ended every way many times: they were given up at every stage. How many of
+    # the short deadlines passed and how many cancellations came in time depends on the
+    # machine's speed; the calls left to finish always do.
+    assert outcomes["OK"] >= 4 * ROUNDS, outcomes
+    assert outcomes["CANCELLED"] > ROUNDS // 2, outcomes
+    assert outcomes["DEADLINE_EXCEEDED"] > ROUNDS // 2, outcomes
     # Nothing the server met while its calls were given up was worth a warning.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     await _still_recognised(s, [(s.alice, s.a), (s.bob, s.b)])
