@@ -1,5 +1,6 @@
 """A cancellation whose clean-up fails with a database error still ends as a cancellation:
-a use case does not report the database unavailable, and a background loop stops."""
+a use case does not report the database unavailable nor run again, and a background loop
+stops."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import psycopg
+import psycopg.errors
 import pytest
 
 from wallet_server.domain import Unavailable
@@ -54,6 +56,22 @@ async def test_a_cancelled_use_case_ends_cancelled_not_unavailable() -> None:
         await _closed_while_cancelled()
 
     await _ends_cancelled(asyncio.ensure_future(use_case()))
+
+
+async def test_a_cancelled_use_case_is_not_run_again_after_a_conflict() -> None:
+    runs = 0
+
+    @retry_on_conflict
+    async def use_case() -> None:
+        nonlocal runs
+        runs += 1
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:  # its clean-up met a deadlock
+            raise psycopg.errors.DeadlockDetected from None
+
+    await _ends_cancelled(asyncio.ensure_future(use_case()))
+    assert runs == 1
 
 
 async def test_a_use_case_whose_database_goes_away_uncancelled_is_unavailable() -> None:

@@ -14,12 +14,23 @@ from tenacity import (
 )
 
 from wallet_server.domain import Unavailable
-from wallet_server.storage import is_retryable_conflict, is_unavailable, raise_if_cancelling
+from wallet_server.storage import (
+    is_being_cancelled,
+    is_retryable_conflict,
+    is_unavailable,
+    raise_if_cancelling,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
+
+
+def _worth_another_run(exc: BaseException) -> bool:
+    """A transient conflict, unless the call was cancelled meanwhile: its caller is gone, and
+    a new run would commit an effect nobody asked for any more."""
+    return is_retryable_conflict(exc) and not is_being_cancelled()
 
 
 def retry_on_conflict(use_case: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -32,7 +43,7 @@ def retry_on_conflict(use_case: Callable[P, Awaitable[T]]) -> Callable[P, Awaita
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_retryable_conflict),
+                retry=retry_if_exception(_worth_another_run),
                 stop=stop_after_attempt(MAX_ATTEMPTS),
                 wait=wait_random_exponential(multiplier=0.002, max=0.1),
                 reraise=True,

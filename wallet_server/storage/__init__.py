@@ -1,6 +1,6 @@
 """Persistence on PostgreSQL: tables, migrations, repositories. SQL stops here."""
 
-from wallet_server.storage._cancellation import raise_if_cancelling
+from wallet_server.storage._cancellation import is_being_cancelled, raise_if_cancelling
 from wallet_server.storage._driver import (
     Driver,
     WritesAtCommit,
@@ -35,6 +35,7 @@ __all__ = [
     "create_engine",
     "driver_of",
     "hold_writes",
+    "is_being_cancelled",
     "is_retryable_conflict",
     "is_unavailable",
     "libpq_url",

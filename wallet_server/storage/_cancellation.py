@@ -5,6 +5,12 @@ from __future__ import annotations
 import asyncio
 
 
+def is_being_cancelled() -> bool:
+    """True when the current task has been asked to stop (``Task.cancelling()``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def raise_if_cancelling(exc: BaseException) -> None:
     """Raise :class:`asyncio.CancelledError` (from ``exc``) if the current task is being
     cancelled.
@@ -14,6 +20,5 @@ def raise_if_cancelling(exc: BaseException) -> None:
     database error in its place. Code that catches errors must not mistake that for one it
     handles: a loop that logs and carries on would never stop, and a call would report the
     database unavailable when it was only cancelled."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if is_being_cancelled():
         raise asyncio.CancelledError from exc

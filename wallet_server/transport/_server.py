@@ -192,7 +192,8 @@ class WalletServer:
             async with asyncio.timeout(2.0), self._engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             serving = True
-        except Exception:  # any failure means "not serving"; the reason is logged
+        except Exception as exc:  # any failure means "not serving"; the reason is logged
+            raise_if_cancelling(exc)
             _log.warning("database health check failed", exc_info=True)
             serving = False
         await self._set_serving(serving)
