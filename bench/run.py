@@ -183,6 +183,30 @@ class Measured:
     host_cpu_pct: float  # every process on the machine, clients included
 
 
+def one_after_the_other(first: Measured, second: Measured) -> Measured:
+    """Two windows of the same scenario as one: counts added, rates over both windows'
+    time, CPU weighted by each window's length."""
+    a, b = first.result, second.result
+    both = merge([a, b])
+    both.window_s = a.window_s + b.window_s
+
+    def weighted(x: float, y: float) -> float:
+        return (x * a.window_s + y * b.window_s) / both.window_s if both.window_s else x
+
+    db = (
+        None
+        if first.db_cpu_pct is None or second.db_cpu_pct is None
+        else weighted(first.db_cpu_pct, second.db_cpu_pct)
+    )
+    return Measured(
+        both,
+        weighted(first.cpu_pct, second.cpu_pct),
+        max(first.rss_mib, second.rss_mib),
+        db,
+        weighted(first.host_cpu_pct, second.host_cpu_pct),
+    )
+
+
 class Bench:
     """One run against one server: set-up, the scenarios in order, the ledger check."""
 
@@ -331,11 +355,26 @@ class Bench:
         m = self.measure(batches.run_batches, tasks, w)
         self.found.add(self.row(label, conc, m, moves_money=True), m.result.errors)
 
-    def payment_mix(self, conc: int, *, spread: bool) -> None:
-        """The hot mix (one depositing partner, one merchant) or the same operations spread
-        over ``1 + spread_partners`` depositing partners and as many merchants."""
-        label = f"{'spread' if spread else 'hot'} mix (Deposit|payment)"
-        print(f"running {label} at {conc} in flight...", flush=True)
+    def payment_mixes(self, conc: int) -> None:
+        """The hot mix and the spread mix, each in two windows, in the order hot, spread,
+        spread, hot: the machine's speed drifts from one window to the next by more than the
+        difference being measured, and this order gives both mixes the same share of a
+        steady drift."""
+        first_hot = self.mix_window(conc, spread=False)
+        spread = [self.mix_window(conc, spread=True) for _ in range(2)]
+        last_hot = self.mix_window(conc, spread=False)
+        self.record_mix(conc, one_after_the_other(first_hot, last_hot), spread=False)
+        self.record_mix(conc, one_after_the_other(*spread), spread=True)
+
+    @staticmethod
+    def mix_label(*, spread: bool) -> str:
+        return f"{'spread' if spread else 'hot'} mix (Deposit|payment)"
+
+    def mix_window(self, conc: int, *, spread: bool) -> Measured:
+        """One window of the hot mix (one depositing partner, one merchant) or of the same
+        operations spread over ``1 + spread_partners`` depositing partners and as many
+        merchants."""
+        print(f"running {self.mix_label(spread=spread)} at {conc} in flight...", flush=True)
         extra = self.plan.spread_partners if spread else 0
         depositors = (DEMO_PARTNER, *map(hot.identity, hot.extra_depositors(extra)))
         merchants = tuple(map(hot.identity, (hot.MERCHANT, *hot.extra_merchants(extra))))
@@ -353,7 +392,10 @@ class Bench:
             )
             for i, n in enumerate(self.shares(conc))
         ]
-        m = self.measure(hot.run_hot, tasks, w)
+        return self.measure(hot.run_hot, tasks, w)
+
+    def record_mix(self, conc: int, m: Measured, *, spread: bool) -> None:
+        label = self.mix_label(spread=spread)
         self.found.add(self.row(label, conc, m, moves_money=True), m.result.errors)
         for kind, name in (("deposit", "  of which Deposit"), ("payment", "  of which payment")):
             lat = m.result.by_kind.get(kind, [])
@@ -407,8 +449,7 @@ class Bench:
                 self.batch(conc, size, warmup_s, disjoint=True)
         if conc == self.plan.hot_concurrency:
             self.fresh_tokens()
-            self.payment_mix(conc, spread=False)
-            self.payment_mix(conc, spread=True)
+            self.payment_mixes(conc)
         self.pgbench(conc)
 
     def verify(self) -> None:
