@@ -23,6 +23,7 @@ from tests.db.conftest import Ledger
 from tests.db.test_batch import batch, item, settlement
 from tests.db.test_orders import Shop
 from tests.db.test_transfers import transfer_cmd
+from tests.db.test_writes_at_commit import break_the_connection_then_raise
 from tests.ledger_checks import count, ledger_violations
 from wallet_server import services
 from wallet_server.domain import Money, PartnerPrincipal, UserPrincipal
@@ -163,17 +164,10 @@ async def test_calls_cancelled_at_random_moments_leave_the_pool_and_the_ledger_s
     assert await ledger_violations(clean_db) == []
 
 
-async def _close_inside_a_savepoint_then_raise(engine: AsyncEngine, leaving: BaseException) -> None:
-    async with services.UnitOfWork(engine) as uow, uow.savepoint():
-        await uow.connection.execute(text("SELECT 1"))
-        await uow.driver.close()  # as a cancellation does when the server cannot be told
-        raise leaving
-
-
 @pytest.mark.parametrize("leaving", [LookupError(), asyncio.CancelledError()])
 async def test_the_error_leaving_a_savepoint_outlives_its_broken_rollback(
     small_pool: AsyncEngine, leaving: BaseException
 ) -> None:
     with pytest.raises(type(leaving)):
-        await _close_inside_a_savepoint_then_raise(small_pool, leaving)
+        await break_the_connection_then_raise(small_pool, leaving, in_savepoint=True)
     await _answers_its_own_statements(small_pool, None)

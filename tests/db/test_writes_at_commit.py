@@ -214,18 +214,25 @@ async def test_a_commit_that_goes_around_the_unit_of_work_while_it_holds_writes_
         await one_connection.dispose()
 
 
-async def _break_the_connection_then_raise(clean_db: AsyncEngine) -> None:
-    async with services.UnitOfWork(clean_db) as uow:
+async def break_the_connection_then_raise(
+    engine: AsyncEngine, leaving: BaseException, *, in_savepoint: bool = False
+) -> None:
+    """A unit of work (inside one of its savepoints, if asked) whose connection closes under
+    it, as a cancellation closes it when the server cannot be told; then ``leaving`` leaves
+    it, past the rollbacks that can no longer be sent."""
+    async with services.UnitOfWork(engine) as uow, contextlib.AsyncExitStack() as stack:
+        if in_savepoint:
+            await stack.enter_async_context(uow.savepoint())
         await uow.connection.execute(text("SELECT 1"))
-        await uow.driver.close()  # as a cancellation does when the server cannot be told
-        raise LookupError
+        await uow.driver.close()
+        raise leaving
 
 
 async def test_an_error_leaving_a_unit_of_work_is_not_replaced_by_a_broken_rollback(
     clean_db: AsyncEngine,
 ) -> None:
     with pytest.raises(LookupError):
-        await _break_the_connection_then_raise(clean_db)
+        await break_the_connection_then_raise(clean_db, LookupError())
     assert await count(clean_db, "SELECT 1") == 1  # the broken connection left the pool
 
 
