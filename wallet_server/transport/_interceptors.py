@@ -16,13 +16,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol, TypeAlias
+from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallet_server.domain import (
+    InvalidArgument,
     OperatorPrincipal,
     PartnerPrincipal,
     PermissionDenied,
@@ -233,6 +235,39 @@ class AuthorizationInterceptor:
         return await proceed(call)
 
 
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """A request whose bytes are not the method's message. It goes through the chain like
+    any request, so the caller is authenticated first and the call is logged and audited,
+    and it is refused where the servicer would have been called."""
+
+    message_type: str
+
+
+def _parsing(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The method's deserializer, returning :class:`_Undecodable` instead of raising (gRPC
+    would answer UNKNOWN with the exception's text, and before any interceptor ran)."""
+    if deserializer is None:
+        return None
+    parse = deserializer
+    message_type = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+    name = message_type.full_name if message_type is not None else "request"
+
+    def parse_or_mark(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return _Undecodable(name)
+
+    return parse_or_mark
+
+
+def _refuse_undecodable(request: _Undecodable) -> NoReturn:
+    raise InvalidArgument(
+        f"the request is not a valid {request.message_type} message (protobuf wire format)"
+    )
+
+
 def _compose(chain: Sequence[Interceptor], innermost: Proceed) -> Proceed:
     """The chain as one callable, built once per method: no closures per call."""
     proceed = innermost
@@ -287,7 +322,13 @@ class WalletServerInterceptor(aio.ServerInterceptor):
         # (synchronous) stub types say.
         if handler.unary_unary is not None:
             behaviour: Any = handler.unary_unary
-            unary_chain = _compose(chain, lambda call: behaviour(call.request, call.context))
+
+            def respond(call: Call) -> Awaitable[Any]:
+                if isinstance(call.request, _Undecodable):
+                    _refuse_undecodable(call.request)
+                return behaviour(call.request, call.context)  # type: ignore[no-any-return]
+
+            unary_chain = _compose(chain, respond)
 
             async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
                 try:
@@ -297,7 +338,7 @@ class WalletServerInterceptor(aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_parsing(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -305,6 +346,8 @@ class WalletServerInterceptor(aio.ServerInterceptor):
 
             async def drain(call: Call) -> None:
                 # The chain wraps the whole stream: audit and logging see its final code.
+                if isinstance(call.request, _Undecodable):
+                    _refuse_undecodable(call.request)
                 async for item in stream_behaviour(call.request, call.context):
                     await call.context.write(item)
 
@@ -318,7 +361,7 @@ class WalletServerInterceptor(aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_parsing(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         # Client-streaming methods would bypass the chain: none exist, and none may slip in.

@@ -1,0 +1,134 @@
+"""Request bytes that are not the method's protobuf message: a clear INVALID_ARGUMENT with
+ErrorInfo, after authentication, logged and audited, and nothing applied."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+from grpc import aio
+from sqlalchemy import text
+from wallet.v1 import ledger_pb2, partner_pb2
+
+from tests.e2e.conftest import Metadata, Wallet, channel
+from tests.e2e.errors import RichError, rich_error
+
+# Field 1 (a string) says 255 bytes follow; one does. No message type parses it.
+TRUNCATED = b"\x0a\xff\x01"
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+async def _call(
+    ch: aio.Channel, path: str, data: bytes, metadata: Metadata, *, streaming: bool
+) -> None:
+    if streaming:
+        call = ch.unary_stream(path, request_serializer=_raw, response_deserializer=_raw)(
+            data, metadata=metadata, timeout=10
+        )
+        async for _ in call:
+            pass
+    else:
+        await ch.unary_unary(path, request_serializer=_raw, response_deserializer=_raw)(
+            data, metadata=metadata, timeout=10
+        )
+
+
+async def _send(
+    ch: aio.Channel, path: str, data: bytes, metadata: Metadata = (), *, streaming: bool = False
+) -> RichError:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await _call(ch, path, data, metadata, streaming=streaming)
+    return rich_error(caught.value)
+
+
+async def _audit_codes(wallet: Wallet, method_prefix: str) -> list[tuple[str, str]]:
+    async with wallet.engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT method, code FROM audit_log WHERE method LIKE :prefix ORDER BY seq"),
+            {"prefix": f"/wallet.v1.{method_prefix}%"},
+        )
+    return [(str(m).removeprefix("/wallet.v1."), str(c)) for m, c in rows]
+
+
+def _invalid(err: RichError, message_type: str) -> bool:
+    return (
+        err.code == grpc.StatusCode.INVALID_ARGUMENT
+        and err.reason == "INVALID_ARGUMENT"
+        and err.domain == "wallet.v1"
+        and message_type in err.message
+        and "DecodeError" not in err.message
+    )
+
+
+async def test_undecodable_requests_are_invalid_argument_for_every_kind_of_method(
+    wallet: Wallet,
+) -> None:
+    alice = await wallet.sign_up("alice")
+    public = channel(wallet.ports.public, wallet.pki)
+    wallet.channels.append(public)
+
+    login = await _send(public, "/wallet.v1.AuthService/Login", TRUNCATED)
+    transfer = await _send(public, "/wallet.v1.WalletService/Transfer", TRUNCATED, alice)
+    watch = await _send(
+        public, "/wallet.v1.WalletService/WatchAccount", TRUNCATED, alice, streaming=True
+    )
+
+    assert _invalid(login, "wallet.v1.LoginRequest"), login
+    assert _invalid(transfer, "wallet.v1.TransferRequest"), transfer
+    assert _invalid(watch, "wallet.v1.WatchAccountRequest"), watch
+    assert await _audit_codes(wallet, "WalletService/") == [
+        ("WalletService/Transfer", "INVALID_ARGUMENT"),
+        ("WalletService/WatchAccount", "INVALID_ARGUMENT"),
+    ]
+
+
+async def test_an_undecodable_request_is_refused_only_after_authentication(
+    wallet: Wallet,
+) -> None:
+    public = channel(wallet.ports.public, wallet.pki)
+    wallet.channels.append(public)
+
+    err = await _send(public, "/wallet.v1.WalletService/Transfer", TRUNCATED)
+
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_MISSING")
+    assert await _audit_codes(wallet, "WalletService/") == [
+        ("WalletService/Transfer", "UNAUTHENTICATED")
+    ]
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda good: good[:-1], id="cut short"),
+        pytest.param(lambda good: good + b"\x0a\xff", id="trailing garbage"),
+        pytest.param(lambda good: b"\xff" + good, id="bad tag"),
+        pytest.param(lambda good: good.replace(b"transit", b"tr\xffnsit"), id="not UTF-8"),
+    ],
+)
+async def test_a_corrupted_deposit_moves_no_money(
+    wallet: Wallet, corrupt: Callable[[bytes], bytes]
+) -> None:
+    alice = await wallet.sign_up("alice")
+    account_id = await wallet.open_account(alice)
+    partner = wallet.partner  # opens the mTLS channel with the partner's certificate
+    good = partner_pb2.DepositRequest(
+        request_id="6f0c2e1a-3b9d-4a57-9d0e-0a9b8c7d6e5f",
+        account_id=account_id,
+        amount=ledger_pb2.Money(currency_code="USD", amount_minor=5_000),
+        external_reference="corrupted in transit",
+    ).SerializeToString()
+    mtls = wallet.channels[-1]
+
+    err = await _send(mtls, "/wallet.v1.PartnerService/Deposit", corrupt(good))
+
+    assert _invalid(err, "wallet.v1.DepositRequest"), err
+    await partner.Deposit(partner_pb2.DepositRequest.FromString(good))  # the key is still free
+    async with wallet.engine.connect() as conn:
+        balance = await conn.scalar(
+            text("SELECT posted FROM accounts WHERE account_id = :id"), {"id": account_id}
+        )
+    assert balance == 5_000
