@@ -62,6 +62,7 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     principal_cache_seconds: float = 5.0
+    max_streams_per_caller: int = 100
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
 
@@ -113,6 +114,7 @@ def _validate(s: Settings) -> None:
         "database_pool_size",
         "password_time_cost",
         "login_max_failures",
+        "max_streams_per_caller",
     )
     for name in positive:
         if getattr(s, name) <= 0:

@@ -11,11 +11,14 @@ from typing import Any
 import grpc
 import pytest
 from grpc import aio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from wallet.v1 import ledger_pb2, partner_pb2, wallet_pb2
 
-from tests.e2e.conftest import Metadata, Wallet
+from tests.e2e.conftest import Metadata, Wallet, make_settings, running
 from tests.e2e.errors import rich_error
 from tests.e2e.test_withdrawals import IBAN, withdrawal_request
+from wallet_server.security import DevPkiPaths
 
 
 def usd(minor: int) -> ledger_pb2.Money:
@@ -165,3 +168,68 @@ async def test_the_payout_partner_sees_where_to_pay_and_the_user_sees_the_hold(
     assert not seen_by_user.HasField("payout_destination")
     assert seen_by_user.account.pending_out.amount_minor == 1_200
     assert seen_by_user.account.available.amount_minor == 3_800
+
+
+async def _refusal_of(stream: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(aio.AioRpcError) as caught:
+        await take(stream, 1)
+    err = rich_error(caught.value)
+    return err.code, err.reason
+
+
+async def test_a_caller_holds_only_so_many_open_streams(
+    clean_db: AsyncEngine, database_url: str, pki: DevPkiPaths
+) -> None:
+    settings = make_settings(database_url, pki, max_streams_per_caller=2)
+    async with running(clean_db, settings, pki) as wallet:
+        alice, bob = await wallet.sign_up("alice"), await wallet.sign_up("bob")
+        a, b = await wallet.open_account(alice), await wallet.open_account(bob)
+        await wallet.deposit(a, 100)  # a stored event: a stream's first message shows it open
+        await wallet.deposit(b, 100)
+
+        def watch(who: Metadata, account: str) -> Any:
+            return wallet.wallet.WatchAccount(
+                wallet_pb2.WatchAccountRequest(account_id=account), metadata=who
+            )
+
+        def partner_events() -> Any:
+            return wallet.partner.WatchEvents(partner_pb2.WatchEventsRequest())
+
+        alices = [watch(alice, a), watch(alice, a)]
+        partners = [partner_events(), partner_events()]
+        for stream in alices + partners:
+            await take(stream, 1)
+
+        refused = (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+        assert await _refusal_of(watch(alice, a)) == refused
+        assert await _refusal_of(partner_events()) == refused
+        await take(watch(bob, b), 1)  # the limit is each caller's own
+
+        # A stream the client closes gives its place back, once the server has seen it go.
+        alices.pop().cancel()
+        reopened: Any = None
+        for _ in range(100):
+            reopened = watch(alice, a)
+            try:
+                await take(reopened, 1)
+                break
+            except aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the closed stream's place never came back")
+        async with clean_db.connect() as conn:
+            codes = (
+                await conn.execute(
+                    text(
+                        "SELECT code, count(*) FROM audit_log "
+                        "WHERE method LIKE '%/Watch%' GROUP BY code ORDER BY code"
+                    )
+                )
+            ).all()
+        # Opened: alice's two, the partner's two, bob's and alice's reopened one.
+        audited: dict[str, int] = {str(code): int(n) for code, n in codes}
+        assert audited.pop("OK") == 6
+        assert audited.pop("RESOURCE_EXHAUSTED") >= 2
+        assert audited == {}

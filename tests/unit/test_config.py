@@ -132,6 +132,7 @@ def test_environment_overrides_the_file(config_dir: Path) -> None:
         "WALLET_TOKEN_KEYS": f"t2:{b64(new_key)}",
         "WALLET_TOKEN_ACTIVE_KEY_ID": "t2",
         "WALLET_PRINCIPAL_CACHE_SECONDS": "0.5",
+        "WALLET_MAX_STREAMS_PER_CALLER": "3",
         "WALLET_REVOKED_SERIALS_FILE": "",  # empty: not set
     }
 
@@ -141,6 +142,7 @@ def test_environment_overrides_the_file(config_dir: Path) -> None:
     assert dict(settings.token_keys) == {"t2": new_key}
     assert settings.token_active_key_id == "t2"
     assert settings.principal_cache_seconds == 0.5
+    assert settings.max_streams_per_caller == 3
     assert settings.revoked_serials_file is None
 
 
@@ -239,6 +241,7 @@ def test_a_bad_float_is_refused_with_its_name(config_dir: Path) -> None:
         ("mtls_port = -1", "mtls_port must be between 0 and 65535"),
         ("port = 6000\nmtls_port = 6000", "port and mtls_port must differ"),
         ("login_max_failures = 0", "login_max_failures must be positive"),
+        ("max_streams_per_caller = 0", "max_streams_per_caller must be positive"),
         ("access_token_ttl_seconds = -5", "access_token_ttl_seconds must be positive"),
         ("idempotency_retention_hours = 12", "at least 24"),
         ("log_level = 'LOUD'", "log_level must be one of"),

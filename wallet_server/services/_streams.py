@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -26,6 +26,8 @@ from wallet_server.domain import (
     LedgerEvent,
     PartnerPrincipal,
     PayoutDestination,
+    RateLimited,
+    Reason,
     SequencedEvent,
     TransactionKind,
     UserPrincipal,
@@ -45,6 +47,7 @@ CATCH_UP_PAGE = 500
 SUBSCRIBER_QUEUE = 1000
 FALLBACK_POLL_SECONDS = 1.0  # only in case a notification was lost; not the delivery path
 STEP_GATHER_SECONDS = 0.005
+DEFAULT_STREAMS_PER_CALLER = 100
 
 
 @dataclass(eq=False)
@@ -78,9 +81,17 @@ def decode_event(payload: Any) -> LedgerEvent:
 class EventHub:
     """One per server process; see the module docstring."""
 
-    def __init__(self, engine: AsyncEngine, database_url: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        database_url: str,
+        *,
+        streams_per_caller: int = DEFAULT_STREAMS_PER_CALLER,
+    ) -> None:
         self._engine = engine
         self._url = database_url
+        self._streams_per_caller = streams_per_caller
+        self._open_streams: dict[str, int] = {}
         self._top_known = False
         # Indexed by what they watch: dispatch costs per interested stream, not per stream.
         self._by_account: dict[UUID, set[Subscription]] = {}
@@ -215,6 +226,30 @@ class EventHub:
         if not self._by_account and not self._by_partner:
             self._top = max(self._top, top)
 
+    @contextlib.contextmanager
+    def stream_of(self, caller: str) -> Iterator[None]:
+        """Count one open stream of ``caller`` (a principal's key) while the block runs.
+
+        Each open stream holds memory (about 44 KiB) and a task until its client goes away,
+        so one caller may hold only so many in this process; beyond that a new stream is
+        refused with RESOURCE_EXHAUSTED before it reads anything."""
+        count = self._open_streams.get(caller, 0)
+        if count >= self._streams_per_caller:
+            raise RateLimited(
+                f"at most {self._streams_per_caller} open streams per caller; "
+                "close one before opening another",
+                reason=Reason.RATE_LIMITED,
+            )
+        self._open_streams[caller] = count + 1
+        try:
+            yield
+        finally:
+            left = self._open_streams[caller] - 1
+            if left:
+                self._open_streams[caller] = left
+            else:
+                del self._open_streams[caller]
+
     def subscribe(
         self, *, account_id: UUID | None = None, partner_id: UUID | None = None
     ) -> Subscription:
@@ -290,14 +325,15 @@ async def watch_account(
     cmd: WatchAccount, uow: UnitOfWork, hub: EventHub
 ) -> AsyncIterator[SequencedEvent]:
     """The events of one of the caller's accounts: stored ones after the cursor, then live."""
-    async with uow:
-        note_resources(cmd.account_id)
-        await load_own_account(uow, cmd.caller, cmd.account_id)
-        await uow.commit()  # the audit row records the stream's opening
-    async for item in stream_events(
-        uow.engine, hub, after=cmd.after_sequence, account_id=cmd.account_id
-    ):
-        yield item
+    with hub.stream_of(cmd.caller.key):
+        async with uow:
+            note_resources(cmd.account_id)
+            await load_own_account(uow, cmd.caller, cmd.account_id)
+            await uow.commit()  # the audit row records the stream's opening
+        async for item in stream_events(
+            uow.engine, hub, after=cmd.after_sequence, account_id=cmd.account_id
+        ):
+            yield item
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,17 +348,18 @@ async def watch_partner_events(
     cmd: WatchPartnerEvents, uow: UnitOfWork, hub: EventHub, secrets: SecretBox
 ) -> AsyncIterator[PartnerEvent]:
     """The events that concern the calling partner, stored then live."""
-    async with uow:
-        await uow.commit()
-    partner_id = cmd.caller.partner_id
-    async for item in stream_events(
-        uow.engine, hub, after=cmd.after_sequence, partner_id=partner_id
-    ):
-        tx = item.event.transaction
-        destination = None
-        if tx is not None and tx.kind is TransactionKind.WITHDRAWAL:
-            async with UnitOfWork(uow.engine) as lookup:
-                destination = await payout_destination(
-                    lookup, secrets, tx.transaction_id, partner_id
-                )
-        yield PartnerEvent(item, destination)
+    with hub.stream_of(cmd.caller.key):
+        async with uow:
+            await uow.commit()
+        partner_id = cmd.caller.partner_id
+        async for item in stream_events(
+            uow.engine, hub, after=cmd.after_sequence, partner_id=partner_id
+        ):
+            tx = item.event.transaction
+            destination = None
+            if tx is not None and tx.kind is TransactionKind.WITHDRAWAL:
+                async with UnitOfWork(uow.engine) as lookup:
+                    destination = await payout_destination(
+                        lookup, secrets, tx.transaction_id, partner_id
+                    )
+            yield PartnerEvent(item, destination)

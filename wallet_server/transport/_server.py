@@ -275,7 +275,9 @@ def create_server(
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
         ],
     )
-    hub = EventHub(engine, settings.database_url)
+    hub = EventHub(
+        engine, settings.database_url, streams_per_caller=settings.max_streams_per_caller
+    )
 
     def new_uow() -> UnitOfWork:
         return UnitOfWork(engine, clock=clock)
