@@ -60,6 +60,7 @@ from bench.report import (
 )
 from bench.server import Server, pgbench_binary
 from bench.stream_summary import TARGET_IDLE_STREAMS, StreamSummary, streams_block
+from wallet_server.config import DEFAULT_MAX_STREAMS_PER_CALLER
 
 __all__ = [
     "FULL",
@@ -710,12 +711,21 @@ def chosen_plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
+def server_settings(plan: Plan) -> dict[str, str]:
+    """What the plan needs beyond the server's defaults: each user holds its share of the idle
+    streams and one active one, which may pass the per-caller limit when asked for many."""
+    per_user = -(-plan.idle_streams // plan.users) + 1
+    if per_user <= DEFAULT_MAX_STREAMS_PER_CALLER:
+        return {}
+    return {"WALLET_MAX_STREAMS_PER_CALLER": str(per_user)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = chosen_plan(args)
     started = datetime.now(UTC)
     tmp = Path(tempfile.mkdtemp(prefix="wallet-bench-", dir="/tmp"))
-    server = Server(tmp / "data", workers=args.workers)
+    server = Server(tmp / "data", workers=args.workers, settings=server_settings(plan))
     found = Findings()
     ctx = multiprocessing.get_context("spawn")
     try:

@@ -23,9 +23,12 @@ def wallet_server_exe() -> str:
 class Server:
     """``wallet-server dev`` in its own process; always stopped with SIGTERM."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 1) -> None:
+    def __init__(
+        self, data_dir: Path, *, workers: int = 1, settings: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.workers = workers
+        self.settings = settings or {}  # WALLET_* variables for the server, beyond the defaults
         self.ready_file = data_dir.parent / "ready.json"
         self.log = data_dir.parent / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -48,7 +51,12 @@ class Server:
 
     def start(self, timeout: float = 180.0) -> client.Target:
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.settings},
+            )
         deadline = time.monotonic() + timeout
         while not self.ready_file.exists() or not self.ready_file.read_text().strip():
             if self.proc.poll() is not None:

@@ -23,9 +23,16 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["ConfigError", "Settings", "load_settings", "parse_key_ring"]
+__all__ = [
+    "DEFAULT_MAX_STREAMS_PER_CALLER",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "parse_key_ring",
+]
 
 ENV_PREFIX = "WALLET_"
+DEFAULT_MAX_STREAMS_PER_CALLER = 100
 
 
 class ConfigError(ValueError):
@@ -62,7 +69,7 @@ class Settings:
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     principal_cache_seconds: float = 5.0
-    max_streams_per_caller: int = 100
+    max_streams_per_caller: int = DEFAULT_MAX_STREAMS_PER_CALLER
     shutdown_grace_seconds: float = 10.0
     log_level: str = "INFO"
 

@@ -47,7 +47,6 @@ CATCH_UP_PAGE = 500
 SUBSCRIBER_QUEUE = 1000
 FALLBACK_POLL_SECONDS = 1.0  # only in case a notification was lost; not the delivery path
 STEP_GATHER_SECONDS = 0.005
-DEFAULT_STREAMS_PER_CALLER = 100
 
 
 @dataclass(eq=False)
@@ -86,7 +85,7 @@ class EventHub:
         engine: AsyncEngine,
         database_url: str,
         *,
-        streams_per_caller: int = DEFAULT_STREAMS_PER_CALLER,
+        streams_per_caller: int,
     ) -> None:
         self._engine = engine
         self._url = database_url
