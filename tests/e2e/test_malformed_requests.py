@@ -1,15 +1,19 @@
-"""Request bytes that are not the method's protobuf message: a clear INVALID_ARGUMENT with
-ErrorInfo, after authentication, logged and audited, and nothing applied."""
+"""Requests no valid call could send: bytes that are not the method's protobuf message,
+values a field's type allows but nothing means, forged page tokens. Each gets a clear
+INVALID_ARGUMENT with ErrorInfo (after authentication), is audited, and applies nothing."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from grpc import aio
 from sqlalchemy import text
-from wallet.v1 import ledger_pb2, partner_pb2
+from wallet.v1 import ledger_pb2, partner_pb2, wallet_pb2
 
 from tests.e2e.conftest import Metadata, Wallet, channel
 from tests.e2e.errors import RichError, rich_error
@@ -132,3 +136,47 @@ async def test_a_corrupted_deposit_moves_no_money(
             text("SELECT posted FROM accounts WHERE account_id = :id"), {"id": account_id}
         )
     assert balance == 5_000
+
+
+async def test_times_and_page_positions_beyond_their_ranges_are_invalid_argument(
+    wallet: Wallet,
+) -> None:
+    alice = await wallet.sign_up("alice")
+    account_id = await wallet.open_account(alice)
+    await wallet.deposit(account_id, 100)
+    await wallet.deposit(account_id, 200)
+    listing = wallet.wallet
+
+    with pytest.raises(aio.AioRpcError) as caught:
+        await listing.ListTransactions(
+            wallet_pb2.ListTransactionsRequest(
+                account_id=account_id,
+                start_time=timestamp_pb2.Timestamp(seconds=2**62),
+                end_time=timestamp_pb2.Timestamp(nanos=-5),
+            ),
+            metadata=alice,
+        )
+    times = rich_error(caught.value)
+
+    first = await listing.ListTransactions(
+        wallet_pb2.ListTransactionsRequest(account_id=account_id, page_size=1), metadata=alice
+    )
+    token = json.loads(base64.urlsafe_b64decode(first.next_page_token + "=="))
+    token["p"] = 2**70  # past any sequence the database can hold
+    forged = base64.urlsafe_b64encode(json.dumps(token).encode()).decode().rstrip("=")
+    with pytest.raises(aio.AioRpcError) as caught:
+        await listing.ListTransactions(
+            wallet_pb2.ListTransactionsRequest(account_id=account_id, page_token=forged),
+            metadata=alice,
+        )
+    position = rich_error(caught.value)
+
+    assert (times.code, times.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert times.violations == {
+        "start_time": "not a valid time",
+        "end_time": "not a valid time",
+    }
+    assert (position.code, list(position.violations)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["page_token"],
+    )

@@ -31,6 +31,7 @@ from wallet_server.transport._mapping import (
     encode_page_token,
     parse_amount,
     parse_page_size,
+    parse_time,
     parse_uuid,
     timestamp,
     transaction_to_proto,
@@ -76,7 +77,9 @@ def _forged(scope: str, position: object) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("position", [True, 1.5, "7", [7], {"0": 1}, -3, 0, None])
+@pytest.mark.parametrize(
+    "position", [True, 1.5, "7", [7], {"0": 1}, -3, 0, 2**63, 2**70, -(2**63), None]
+)
 def test_forged_sequence_positions_are_invalid_argument(position: object) -> None:
     token = _forged("audit", position)
     if position is None:
@@ -92,6 +95,35 @@ def test_forged_sequence_positions_are_invalid_argument(position: object) -> Non
 def test_forged_keyset_positions_are_invalid_argument(position: object) -> None:
     with pytest.raises(InvalidArgument):
         decode_keyset_token(_forged("accounts:a", position), "accounts:a")
+
+
+def test_the_largest_sequence_the_database_holds_is_a_valid_position() -> None:
+    assert decode_sequence_token(_forged("audit", 2**63 - 1), "audit") == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(2**62, 0), (-(2**62), 0), (253402300800, 0), (-62135596801, 0), (0, -5), (0, 10**9)],
+)
+def test_timestamps_no_calendar_spells_are_invalid_argument_on_their_field(
+    seconds: int, nanos: int
+) -> None:
+    ts = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    with pytest.raises(InvalidArgument) as caught:
+        parse_time(ts, "start_time", present=True)
+    assert [(v.field, v.description) for v in caught.value.violations] == [
+        ("start_time", "not a valid time")
+    ]
+
+
+def test_timestamps_at_the_calendars_ends_and_absent_ones_parse() -> None:
+    first = timestamp_pb2.Timestamp(seconds=-62135596800)
+    last = timestamp_pb2.Timestamp(seconds=253402300799, nanos=999_999_000)
+    assert parse_time(first, "t", present=True) == datetime(1, 1, 1, tzinfo=UTC)
+    assert parse_time(last, "t", present=True) == datetime(
+        9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC
+    )
+    assert parse_time(timestamp_pb2.Timestamp(seconds=2**62), "t", present=False) is None
 
 
 def test_oversized_and_deeply_nested_tokens_are_refused_cleanly() -> None:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 from uuid import UUID
 
 from google.protobuf import timestamp_pb2
@@ -16,6 +16,7 @@ from wallet.v1 import ledger_pb2
 
 from wallet_server.domain import (
     CURRENCY_EXPONENTS,
+    INT64_MAX,
     Account,
     EventType,
     FieldViolation,
@@ -106,8 +107,20 @@ def parse_page_size(value: int) -> int:
     return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def parse_time(ts: timestamp_pb2.Timestamp, *, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
+def parse_time(ts: timestamp_pb2.Timestamp, field: str, *, present: bool) -> datetime | None:
+    """The time, or None when absent; INVALID_ARGUMENT on ``field`` for a timestamp no
+    calendar date spells (before year 1, after 9999, or nanos out of range)."""
+    if not present:
+        return None
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.for_field(field, "not a valid time") from None
+
+
+def time_field(message: Any, field: str) -> datetime | None:
+    """``message``'s timestamp ``field`` (:func:`parse_time`), None when it is not set."""
+    return parse_time(getattr(message, field), field, present=message.HasField(field))
 
 
 def collect(*checks: Any) -> None:
@@ -168,9 +181,14 @@ def decode_sequence_token(token: str, scope: str) -> int | None:
     position = decode_page_token(token, scope)
     if position is None:
         return None
-    if type(position) is not int or position <= 0:
+    if not is_sequence(position):
         raise _bad_token()
     return position
+
+
+def is_sequence(value: Any) -> TypeGuard[int]:
+    """A sequence number as the database keeps them: a positive ``bigint``."""
+    return type(value) is int and 0 < value <= INT64_MAX
 
 
 def decode_currency_token(token: str, scope: str) -> str | None:

@@ -39,10 +39,7 @@ _MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 def _expiration(request: partner_pb2.CreateOrderRequest, parsed: dict[str, Any]) -> None:
     which = request.WhichOneof("expiration")
     if which == "expire_time":
-        try:
-            parsed["expire_time"] = parse_time(request.expire_time, present=True)
-        except (ValueError, OverflowError):
-            raise InvalidArgument.for_field("expire_time", "not a valid time") from None
+        parsed["expire_time"] = parse_time(request.expire_time, "expire_time", present=True)
     elif which == "ttl":
         seconds, nanos = request.ttl.seconds, request.ttl.nanos
         if not -_MAX_TTL_SECONDS <= seconds <= _MAX_TTL_SECONDS:

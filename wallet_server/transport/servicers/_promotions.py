@@ -65,13 +65,6 @@ def promotion_to_proto(promotion: Promotion, now: datetime) -> admin_pb2.Promoti
     return message
 
 
-def _time(value: Any, field: str, *, present: bool) -> datetime | None:
-    try:
-        return parse_time(value, present=present)
-    except (ValueError, OverflowError):
-        raise InvalidArgument.for_field(field, "not a valid time") from None
-
-
 def _merchant_names(values: Any) -> tuple[str, ...]:
     if len(values) > MAX_MERCHANT_NAMES:
         raise InvalidArgument.for_field("merchant_names", f"at most {MAX_MERCHANT_NAMES} names")
@@ -92,7 +85,7 @@ class PromotionsAdmin:
         def end_time() -> None:
             if not request.HasField("end_time"):
                 raise InvalidArgument.for_field("end_time", "required")
-            parsed["end_time"] = _time(request.end_time, "end_time", present=True)
+            parsed["end_time"] = parse_time(request.end_time, "end_time", present=True)
 
         def min_payment() -> None:
             if request.HasField("min_payment_amount"):
@@ -126,7 +119,9 @@ class PromotionsAdmin:
             lambda: parsed.setdefault("merchant_names", _merchant_names(request.merchant_names)),
             lambda: parsed.setdefault(
                 "start_time",
-                _time(request.start_time, "start_time", present=request.HasField("start_time")),
+                parse_time(
+                    request.start_time, "start_time", present=request.HasField("start_time")
+                ),
             ),
             end_time,
         )

@@ -16,6 +16,7 @@ from wallet_server.transport._mapping import (
     collect,
     decode_page_token,
     encode_page_token,
+    is_sequence,
     money_to_proto,
     parse_page_size,
     parse_time,
@@ -40,7 +41,7 @@ def _decode_position(token: str, scope: str) -> services.StatementPosition | Non
         return None
     try:
         as_of, after_time, after_posting = position
-        if type(after_posting) is not int or after_posting <= 0:
+        if not is_sequence(after_posting):
             raise ValueError
         times = [datetime.fromisoformat(as_of), datetime.fromisoformat(after_time)]
         if any(t.tzinfo is None for t in times):
@@ -93,7 +94,7 @@ class StatementsWallet:
         parsed: dict[str, Any] = {}
 
         def required_time(field: str, ts: Timestamp, present: bool) -> None:
-            value = parse_time(ts, present=present)
+            value = parse_time(ts, field, present=present)
             if value is None:
                 raise InvalidArgument.for_field(field, "required")
             parsed[field] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from grpc import aio
@@ -26,8 +27,8 @@ from wallet_server.transport._mapping import (
     parse_page_size,
     parse_request_id,
     parse_text,
-    parse_time,
     parse_uuid,
+    time_field,
     transaction_to_proto,
 )
 from wallet_server.transport.servicers._deps import Servicers, user_caller
@@ -160,8 +161,12 @@ class WalletServicer(
     ) -> wallet_pb2.ListTransactionsResponse:
         caller = user_caller()
         account_id = parse_uuid(request.account_id, "account_id")
-        start = parse_time(request.start_time, present=request.HasField("start_time"))
-        end = parse_time(request.end_time, present=request.HasField("end_time"))
+        times: dict[str, datetime | None] = {}
+        collect(
+            lambda: times.setdefault("start", time_field(request, "start_time")),
+            lambda: times.setdefault("end", time_field(request, "end_time")),
+        )
+        start, end = times["start"], times["end"]
         if start is not None and end is not None and end <= start:
             raise InvalidArgument.for_field("end_time", "must be after start_time")
         kinds = _kinds(request.kinds)
