@@ -192,6 +192,21 @@ async def test_malformed_authorization_header_is_token_invalid(wallet: Wallet, h
     assert await audited(wallet) == [("AuthService/GetMe", "UNAUTHENTICATED")]
 
 
+async def test_several_authorization_headers_are_refused_whatever_their_order(
+    wallet: Wallet,
+) -> None:
+    (valid,) = await wallet.sign_up("alice")
+    garbage = ("authorization", "Bearer not-a-jwt")
+
+    refusals = [
+        await refusal(wallet.auth.GetMe(auth_pb2.GetMeRequest(), metadata=both))
+        for both in ((valid, garbage), (garbage, valid), (valid, valid))
+    ]
+
+    assert [what(err) for err in refusals] == [(UNAUTHENTICATED, "TOKEN_INVALID", DOMAIN)] * 3
+    await wallet.auth.GetMe(auth_pb2.GetMeRequest(), metadata=(valid,))
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -146,15 +146,20 @@ class ErrorInterceptor:
 
 
 def _bearer_token(context: aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            raise Unauthenticated(
-                "authorization metadata must be 'Bearer <token>'", reason=Reason.TOKEN_INVALID
-            )
-    return None
+    headers = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+    if not headers:
+        return None
+    # Several credentials are ambiguous: whichever one counted, the others were ignored.
+    if len(headers) > 1:
+        raise Unauthenticated(
+            "send one authorization header, not several", reason=Reason.TOKEN_INVALID
+        )
+    scheme, _, token = str(headers[0]).partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    raise Unauthenticated(
+        "authorization metadata must be 'Bearer <token>'", reason=Reason.TOKEN_INVALID
+    )
 
 
 def _peer_certificate_pem(context: aio.ServicerContext[Any, Any]) -> bytes | None:
