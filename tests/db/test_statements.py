@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
 from wallet_server import services
-from wallet_server.domain import InvalidArgument, Money, NotFound, Reason, UserPrincipal
+from wallet_server.domain import (
+    FailedPrecondition,
+    InvalidArgument,
+    Money,
+    NotFound,
+    Reason,
+    UserPrincipal,
+)
 
 JAN = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -269,3 +276,28 @@ async def test_bad_periods_are_invalid(
     with pytest.raises(InvalidArgument) as caught:
         await services.get_statement(cmd(h.alice, h.a, start, end, position=position), timed())
     assert [v.field for v in caught.value.violations] == [field]
+
+
+async def test_totals_past_the_int64_range_are_amount_overflow_and_shorter_periods_work(
+    timed_ledger: Ledger, clock: Clock, timed: Callable[[], services.UnitOfWork]
+) -> None:
+    # Every balance fits int64 all along; the period's credits to b add up to twice the most.
+    h = History()
+    h.ledger, h.clock = timed_ledger, clock
+    alice, bob = await timed_ledger.user("alice"), await timed_ledger.user("bob")
+    a, b = await timed_ledger.account(alice), await timed_ledger.account(bob)
+    most = 2**63 - 1
+    await h.at(day(1), timed_ledger.deposit(await timed_ledger.partner(), a, most))
+    await h.at(day(2), h.transfer(alice, a, b, most))
+    await h.at(day(3), h.transfer(bob, b, a, most))
+    await h.at(day(4), h.transfer(alice, a, b, most))
+    clock.now = day(30)
+
+    with pytest.raises(FailedPrecondition) as caught:
+        await services.get_statement(cmd(bob, b, day(1), day(10)), timed())
+    shorter = await services.get_statement(cmd(bob, b, day(1), day(3, 12)), timed())
+
+    assert caught.value.reason == Reason.AMOUNT_OVERFLOW
+    assert "shorter period" in caught.value.message
+    assert (shorter.total_credits, shorter.total_debits) == (usd(most), usd(most))
+    assert shorter.closing_balance == usd(0)

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from wallet_server.domain import InvalidArgument, Money, Transaction, UserPrincipal
+from wallet_server.domain import (
+    INT64_MAX,
+    FailedPrecondition,
+    InvalidArgument,
+    Money,
+    Reason,
+    Transaction,
+    UserPrincipal,
+)
 from wallet_server.services._accounts import load_own_account
 from wallet_server.services._call import note_resources
 from wallet_server.services._retry import retry_on_conflict
@@ -73,6 +81,18 @@ def _period_end(cmd: GetStatement, now: datetime) -> datetime:
     return as_of
 
 
+def _ensure_totals_fit(credits: int, debits: int) -> None:
+    """A period's totals are sums of many movements: each fits a balance, their sum need not
+    fit ``Money`` (the balances do, always)."""
+    for name, total in (("credits", credits), ("debits", debits)):
+        if total > INT64_MAX:
+            raise FailedPrecondition(
+                f"the period's total {name} exceed the int64 range of minor units; "
+                "ask for a shorter period",
+                reason=Reason.AMOUNT_OVERFLOW,
+            )
+
+
 @retry_on_conflict
 async def get_statement(cmd: GetStatement, uow: UnitOfWork) -> AccountStatement:
     """The statement of one of the caller's accounts; another's account is NOT_FOUND."""
@@ -89,6 +109,7 @@ async def get_statement(cmd: GetStatement, uow: UnitOfWork) -> AccountStatement:
             after=None if position is None else (position.after_time, position.after_posting),
             limit=cmd.page_size + 1,
         )
+        _ensure_totals_fit(totals.credits, totals.debits)
         more = len(lines) > cmd.page_size
         lines = lines[: cmd.page_size]
         found = await uow.statements.transactions([line.transaction_id for line in lines])
