@@ -98,6 +98,7 @@ from wallet_server.domain._promotions import (
     validate_promotion_terms,
 )
 from wallet_server.domain._reversals import check_reversible, plan_reversal, reversal_legs
+from wallet_server.domain._text import text_problem
 from wallet_server.domain._users import User, normalize_username, validate_registration
 from wallet_server.domain._verification import LedgerInvariant, LedgerViolation
 from wallet_server.domain._withdrawals import (
@@ -207,6 +208,7 @@ __all__ = [
     "rate_value",
     "reversal_legs",
     "spend_promotion_budget",
+    "text_problem",
     "transaction_event",
     "validate_promotion_terms",
     "validate_registration",

@@ -8,6 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 from wallet_server.domain._errors import FieldViolation, InvalidArgument
+from wallet_server.domain._text import text_problem
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,31}$")
 MIN_PASSWORD_LENGTH = 8
@@ -48,13 +49,12 @@ def validate_registration(username: str, password: str, display_name: str) -> st
                 f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
             )
         )
-    if len(display_name) > MAX_DISPLAY_NAME_LENGTH or not display_name.isprintable():
+    if len(display_name) > MAX_DISPLAY_NAME_LENGTH:
         violations.append(
-            FieldViolation(
-                "display_name",
-                f"at most {MAX_DISPLAY_NAME_LENGTH} printable characters",
-            )
+            FieldViolation("display_name", f"at most {MAX_DISPLAY_NAME_LENGTH} characters")
         )
+    elif (problem := text_problem(display_name)) is not None:
+        violations.append(FieldViolation("display_name", problem))
     if violations:
         raise InvalidArgument("invalid registration", violations=tuple(violations))
     return normalized

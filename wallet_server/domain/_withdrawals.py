@@ -25,6 +25,7 @@ from wallet_server.domain._ledger import (
     check_balanced,
 )
 from wallet_server.domain._money import Money
+from wallet_server.domain._text import text_problem
 
 MAX_HOLDER_NAME_LENGTH = 140
 MAX_BANK_CODE_LENGTH = 35
@@ -105,8 +106,8 @@ def parse_payout_destination(
         bad("holder_name", "required")
     elif len(holder) > MAX_HOLDER_NAME_LENGTH:
         bad("holder_name", f"at most {MAX_HOLDER_NAME_LENGTH} characters")
-    elif not holder.isprintable():
-        bad("holder_name", "must not contain control characters")
+    elif (problem := text_problem(holder)) is not None:
+        bad("holder_name", problem)
     elif not any(ch.isalpha() for ch in holder):
         bad("holder_name", "must contain letters")
 

@@ -31,6 +31,7 @@ from wallet_server.domain import (
     id_text,
     optional_id_text,
     parse_money,
+    text_problem,
 )
 
 DEFAULT_PAGE_SIZE = 50
@@ -96,8 +97,9 @@ def parse_text(value: str, field: str, *, max_length: int, required: bool = Fals
         raise InvalidArgument.for_field(field, "required")
     if len(value) > max_length:
         raise InvalidArgument.for_field(field, f"at most {max_length} characters")
-    if not value.isprintable():
-        raise InvalidArgument.for_field(field, "must not contain control characters")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidArgument.for_field(field, problem)
     return value
 
 
