@@ -6,10 +6,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # An account's balance: its row plus the appended changes not folded into it yet (system
-# accounts only). Use with the accounts table aliased as ``a``.
+# accounts only), as numeric: that sum can pass the bigint range. Use with the accounts table
+# aliased as ``a``.
 BALANCE = (
-    "CAST(a.posted + coalesce((SELECT sum(d.amount) FROM balance_deltas d "
-    "WHERE d.account_id = a.account_id), 0) AS bigint)"
+    "a.posted + coalesce((SELECT sum(d.amount) FROM balance_deltas d "
+    "WHERE d.account_id = a.account_id), 0)"
 )
 
 # Every account's (id, balance as "posted", pending_out), for before/after comparisons.

@@ -6,13 +6,21 @@ import asyncio
 from collections.abc import Callable
 from uuid import UUID, uuid4
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import Ledger
 from tests.ledger_checks import BALANCE, count, ledger_violations
 from wallet_server import services
-from wallet_server.domain import LedgerInvariant, Money, OperatorPrincipal, PartnerPrincipal
+from wallet_server.domain import (
+    FailedPrecondition,
+    LedgerInvariant,
+    Money,
+    OperatorPrincipal,
+    PartnerPrincipal,
+    Reason,
+)
 
 
 def deposit(partner: PartnerPrincipal, account_id: UUID, amount_minor: int) -> services.Deposit:
@@ -52,9 +60,9 @@ async def test_changes_are_appended_then_folded_and_the_ledger_holds_throughout(
     assert await count(clean_db, balance, s=settlement) == -600
     assert await ledger_violations(clean_db) == []
 
-    assert await services.fold_balance_deltas(uow(), limit=2) == 2
-    assert await services.fold_balance_deltas(uow(), limit=2) == 1
-    assert await services.fold_balance_deltas(uow(), limit=2) == 0
+    assert (await services.fold_balance_deltas(uow(), limit=2)).folded == 2
+    assert (await services.fold_balance_deltas(uow(), limit=2)).folded == 1
+    assert (await services.fold_balance_deltas(uow(), limit=2)).folded == 0
 
     assert await count(clean_db, row, s=settlement) == -600
     assert await count(clean_db, "SELECT count(*) FROM balance_deltas") == 0
@@ -111,3 +119,62 @@ async def test_verify_ledger_reports_a_forged_change(
     assert [(v.invariant, v.account_id) for v in report.violations] == [
         (LedgerInvariant.POSTED_BALANCE, settlement)
     ]
+
+
+async def test_a_system_balance_past_int64_stays_exact_keeps_the_fold_going_and_is_reported(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    # Two deposits of the most a user account holds land before the fold: each was checked
+    # against the settlement row, which leaves out changes not folded yet.
+    most = 2**63 - 1
+    alice, bob, carol = (
+        await ledger.user("alice"),
+        await ledger.user("bob"),
+        await ledger.user("carol"),
+    )
+    a, b, c = await ledger.account(alice), await ledger.account(bob), await ledger.account(carol)
+    bank, other = await ledger.partner("bank"), await ledger.partner("other")
+    first = await services.deposit(deposit(bank, a, most), uow())
+    await services.deposit(deposit(bank, b, most), uow())
+    await services.deposit(deposit(other, c, 5), uow())  # behind them in the queue
+    settlement = await settlement_of(clean_db, bank)
+    auditor = OperatorPrincipal(operator_id=uuid4(), name="auditor")
+
+    fold = await services.fold_balance_deltas(uow(), limit=3)
+    again = await services.fold_balance_deltas(uow(), limit=3)
+    report = await services.verify_ledger(services.VerifyLedger(caller=auditor), uow())
+    with pytest.raises(FailedPrecondition) as listing:
+        await services.list_settlement_accounts(
+            services.ListSettlementAccounts(caller=bank, page_size=10, after_currency=None), uow()
+        )
+
+    assert (fold.folded, fold.out_of_range) == (
+        1,
+        frozenset({settlement}),
+    )  # the other partner's folded
+    assert (again.folded, again.out_of_range) == (0, frozenset({settlement}))
+    balance = f"SELECT {BALANCE} FROM accounts a WHERE account_id = :s"
+    assert await count(clean_db, balance, s=settlement) == -2 * most  # nothing lost
+    assert await ledger_violations(clean_db) == []
+    assert [(v.invariant, v.account_id) for v in report.violations] == [
+        (LedgerInvariant.BALANCE_IN_RANGE, settlement)
+    ]
+    assert listing.value.reason == Reason.AMOUNT_OVERFLOW
+
+    # Money back the other way brings the sum into range, and it folds.
+    await services.reverse_transaction(
+        services.ReverseTransaction(
+            caller=auditor, request_id=uuid4(), transaction_id=first.transaction_id, reason="x"
+        ),
+        uow(),
+    )
+    folded = await services.fold_balance_deltas(uow())
+    report = await services.verify_ledger(services.VerifyLedger(caller=auditor), uow())
+
+    assert (folded.folded, folded.out_of_range) == (3, frozenset())
+    assert (
+        await count(clean_db, "SELECT posted FROM accounts WHERE account_id = :s", s=settlement)
+        == -most
+    )
+    assert await count(clean_db, "SELECT count(*) FROM balance_deltas") == 0
+    assert list(report.violations) == []

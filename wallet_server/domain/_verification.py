@@ -19,6 +19,8 @@ class LedgerInvariant(StrEnum):
     SINGLE_REVERSAL = "single_reversal"  # a transaction is reversed at most once
     # a posted transaction's legs do what its header says, in its accounts' currencies
     POSTINGS_MATCH_TRANSACTION = "postings_match_transaction"
+    # a balance (a system account's row plus its changes not folded yet) fits int64
+    BALANCE_IN_RANGE = "balance_in_range"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
+from wallet_server.storage.repositories import Fold
 
-__all__ = ["FOLD_BATCH", "fold_balance_deltas"]
+__all__ = ["FOLD_BATCH", "Fold", "fold_balance_deltas"]
 
 FOLD_BATCH = 10_000
+_NOTHING = Fold(folded=0, out_of_range=frozenset())
 
 
 @retry_on_conflict
-async def fold_balance_deltas(uow: UnitOfWork, *, limit: int = FOLD_BATCH) -> int:
-    """Fold up to ``limit`` of the oldest changes; how many (0 if another server is folding).
+async def fold_balance_deltas(uow: UnitOfWork, *, limit: int = FOLD_BATCH) -> Fold:
+    """Fold up to ``limit`` of the oldest changes (nothing if another server is folding).
 
-    A periodic job calls it until it returns less than ``limit``. Only bookkeeping: the
-    money moved when the changes were appended, so no call is audited here.
+    A periodic job calls it until it folds less than ``limit``. Only bookkeeping: the money
+    moved when the changes were appended, so no call is audited here. An account whose row
+    cannot hold its sum keeps its changes, unfolded; ``VerifyLedger`` reports its balance.
     """
     async with uow:
-        folded = await uow.ledger.fold_balance_deltas(limit=limit)
+        fold = await uow.ledger.fold_balance_deltas(limit=limit)
         await uow.connection.commit()
-    return folded or 0
+    return fold or _NOTHING

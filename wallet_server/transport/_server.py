@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 import grpc
 from grpc import aio
@@ -149,6 +150,7 @@ class WalletServer:
         self.hub = hub
         self.movements = movements
         self._background: list[asyncio.Task[None]] = []
+        self._logged_out_of_range: frozenset[UUID] = frozenset()
 
     async def start(self) -> None:
         await self.hub.start()
@@ -213,8 +215,18 @@ class WalletServer:
 
     async def _fold_balance_deltas(self) -> None:
         # System accounts' balances are their rows plus appended changes; keep that tail short.
-        while await fold_balance_deltas(self._uow()) == FOLD_BATCH:
-            pass
+        while True:
+            fold = await fold_balance_deltas(self._uow())
+            newly = fold.out_of_range - self._logged_out_of_range
+            if newly:  # once per account and process: the fold meets them every 0.2 s
+                _log.error(
+                    "system account balances beyond the int64 range (their changes stay "
+                    "unfolded; VerifyLedger reports them): %s",
+                    ", ".join(sorted(map(str, newly))),
+                )
+                self._logged_out_of_range |= newly
+            if fold.folded < FOLD_BATCH:
+                return
 
     async def _expire_orders(self) -> None:
         # Reads already treat overdue orders as expired; this tells their merchants.

@@ -202,6 +202,10 @@ class _LedgerInvariantEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ledge
     `amount`, the destination is not credited `amount` (`to_amount` for an exchange), or a
     posting's currency is not its account's.
     """
+    LEDGER_INVARIANT_BALANCE_IN_RANGE: _LedgerInvariant.ValueType  # 9
+    """An account's balance (a system account's with its changes not folded into its row yet)
+    is outside the int64 range of minor units that `Money` carries.
+    """
 
 class LedgerInvariant(_LedgerInvariant, metaclass=_LedgerInvariantEnumTypeWrapper):
     """Which ledger invariant a violation breaks."""
@@ -228,6 +232,10 @@ LEDGER_INVARIANT_POSTINGS_MATCH_TRANSACTION: LedgerInvariant.ValueType  # 8
 """A POSTED transaction's legs disagree with what it says it did: the source is not debited
 `amount`, the destination is not credited `amount` (`to_amount` for an exchange), or a
 posting's currency is not its account's.
+"""
+LEDGER_INVARIANT_BALANCE_IN_RANGE: LedgerInvariant.ValueType  # 9
+"""An account's balance (a system account's with its changes not folded into its row yet)
+is outside the int64 range of minor units that `Money` carries.
 """
 Global___LedgerInvariant: _TypeAlias = LedgerInvariant  # noqa: Y015
 

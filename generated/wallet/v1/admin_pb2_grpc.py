@@ -375,8 +375,9 @@ class AdminServiceServicer:
         its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
         and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
         `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
-        is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
-        sound. Read-only; every check reads the same snapshot.
+        is reversed twice; the ledger hash chain is intact; every balance fits the int64 range
+        of `Money`. An empty list means the ledger is sound. Read-only; every check reads the
+        same snapshot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -173,8 +173,9 @@ class AdminServiceStub:
     its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
     and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
     `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
-    is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
-    sound. Read-only; every check reads the same snapshot.
+    is reversed twice; the ledger hash chain is intact; every balance fits the int64 range
+    of `Money`. An empty list means the ledger is sound. Read-only; every check reads the
+    same snapshot.
     """
     VerifyAuditChain: _grpc.UnaryUnaryMultiCallable[_admin_pb2.VerifyAuditChainRequest, _admin_pb2.VerifyAuditChainResponse]
     """Recomputes the audit log's hash chain and reports every entry that was edited, inserted
@@ -326,8 +327,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
     and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
     `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
-    is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
-    sound. Read-only; every check reads the same snapshot.
+    is reversed twice; the ledger hash chain is intact; every balance fits the int64 range
+    of `Money`. An empty list means the ledger is sound. Read-only; every check reads the
+    same snapshot.
     """
     VerifyAuditChain: _aio.UnaryUnaryMultiCallable[_admin_pb2.VerifyAuditChainRequest, _admin_pb2.VerifyAuditChainResponse]  # type: ignore[assignment]
     """Recomputes the audit log's hash chain and reports every entry that was edited, inserted
@@ -602,8 +604,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         its postings and its `pending_out` the sum of its open holds (the amounts of its PENDING
         and HELD_FOR_REVIEW outgoing transactions); no user account is below zero and no
         `pending_out` is negative; exactly the POSTED transactions have postings; no transaction
-        is reversed twice; the ledger hash chain is intact. An empty list means the ledger is
-        sound. Read-only; every check reads the same snapshot.
+        is reversed twice; the ledger hash chain is intact; every balance fits the int64 range
+        of `Money`. An empty list means the ledger is sound. Read-only; every check reads the
+        same snapshot.
         """
 
     @_abc_1.abstractmethod

@@ -14,7 +14,7 @@ from wallet_server.storage.repositories._events import (
 )
 from wallet_server.storage.repositories._exchange import ExchangeRepository
 from wallet_server.storage.repositories._idempotency import IdempotencyRepository, StoredResponse
-from wallet_server.storage.repositories._ledger import LedgerRepository, TransactionPage
+from wallet_server.storage.repositories._ledger import Fold, LedgerRepository, TransactionPage
 from wallet_server.storage.repositories._movement_groups import (
     EventRow,
     GroupReads,
@@ -51,6 +51,7 @@ __all__ = [
     "EventRepository",
     "EventRow",
     "ExchangeRepository",
+    "Fold",
     "GroupReads",
     "GroupWrites",
     "IdempotencyKey",

@@ -38,7 +38,7 @@ def _account(row: Any) -> Account:
         currency=row.currency,
         owner_user_id=row.owner_user_id,
         partner_id=row.partner_id,
-        posted=row.posted,
+        posted=int(row.posted),  # a settlement listing sums it as numeric: it may pass bigint
         pending_out=row.pending_out,
         frozen=row.frozen,
         created_at=row.created_at,
@@ -225,7 +225,7 @@ _SETTLEMENT_ACCOUNTS = text(
         GROUP BY d.account_id
     )
     SELECT m.account_id, m.kind, m.currency, m.owner_user_id, m.partner_id,
-        (m.posted + COALESCE(u.amount, 0))::bigint AS posted, m.pending_out, m.frozen,
+        m.posted + COALESCE(u.amount, 0) AS posted, m.pending_out, m.frozen,
         m.created_at
     FROM mine AS m LEFT JOIN unfolded AS u USING (account_id)
     ORDER BY m.currency
@@ -234,24 +234,51 @@ _SETTLEMENT_ACCOUNTS = text(
 
 _FOLD_LOCK = 7746288  # one folder at a time: folders update accounts in no fixed order
 
-# The oldest appended changes, removed and added to their accounts, in one statement.
+# The oldest appended changes, removed and added to their accounts, in one statement. An
+# account whose row cannot hold the sum (a bigint) keeps its changes: they go to the back
+# of the queue, unchanged, so they neither block the accounts behind them nor are lost, and
+# they fold once changes the other way bring the sum back in range.
 _FOLD_DELTAS = text(
     """
-    WITH moved AS (
-        DELETE FROM balance_deltas
-        WHERE delta_id IN (
-            SELECT delta_id FROM balance_deltas ORDER BY delta_id LIMIT :limit
-        )
-        RETURNING account_id, amount
+    WITH batch AS (
+        SELECT delta_id, account_id, amount FROM balance_deltas ORDER BY delta_id LIMIT :limit
     ),
-    sums AS (SELECT account_id, sum(amount) AS amount FROM moved GROUP BY account_id),
+    sums AS (
+        SELECT b.account_id, sum(b.amount) AS amount,
+            a.posted + sum(b.amount)
+                BETWEEN -9223372036854775808 AND 9223372036854775807 AS fits
+        FROM batch AS b JOIN accounts AS a USING (account_id)
+        GROUP BY b.account_id, a.posted
+    ),
+    moved AS (
+        DELETE FROM balance_deltas AS d
+        USING batch AS b JOIN sums AS s USING (account_id)
+        WHERE d.delta_id = b.delta_id
+        RETURNING d.delta_id, d.account_id, d.amount, s.fits
+    ),
     folded AS (
-        UPDATE accounts AS a SET posted = a.posted + sums.amount
-        FROM sums WHERE a.account_id = sums.account_id
+        UPDATE accounts AS a SET posted = a.posted + s.amount
+        FROM sums AS s WHERE a.account_id = s.account_id AND s.fits
+    ),
+    requeued AS (
+        INSERT INTO balance_deltas (account_id, amount)
+        SELECT account_id, amount FROM moved WHERE NOT fits ORDER BY delta_id
+        RETURNING account_id
     )
-    SELECT count(*) FROM moved
+    SELECT
+        (SELECT count(*) FROM moved WHERE fits) AS folded,
+        (SELECT array_agg(DISTINCT account_id) FROM requeued) AS out_of_range
     """
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """What one fold did: how many changes it folded, and the accounts whose rows could not
+    hold the sum of theirs (kept, at the back of the queue)."""
+
+    folded: int
+    out_of_range: frozenset[UUID]
 
 
 def _balance_params(
@@ -373,16 +400,16 @@ class LedgerRepository:
         found = await fetch_rows(self._driver, _LOCK_ACCOUNTS, {"ids": sorted(set(account_ids))})
         return {row.account_id: _account(row) for row in found}
 
-    async def fold_balance_deltas(self, *, limit: int) -> int | None:
-        """Fold up to ``limit`` appended system-account changes into their accounts' rows;
-        how many, or None when another server is folding right now."""
+    async def fold_balance_deltas(self, *, limit: int) -> Fold | None:
+        """Fold up to ``limit`` appended system-account changes into their accounts' rows
+        (see :class:`Fold`); None when another server is folding right now."""
         held = await self._conn.execute(
             text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _FOLD_LOCK}
         )
         if not held.scalar_one():
             return None
-        result = await self._conn.execute(_FOLD_DELTAS, {"limit": limit})
-        return int(result.scalar_one())
+        row = (await self._conn.execute(_FOLD_DELTAS, {"limit": limit})).one()
+        return Fold(int(row.folded), frozenset(row.out_of_range or ()))
 
     async def record(
         self, tx: Transaction, *, initiator: str, holds: Mapping[UUID, int] | None = None
@@ -594,4 +621,4 @@ class LedgerRepository:
         return legs
 
 
-__all__ = ["LedgerRepository", "TransactionPage"]
+__all__ = ["Fold", "LedgerRepository", "TransactionPage"]

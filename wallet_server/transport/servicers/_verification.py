@@ -26,6 +26,7 @@ _INVARIANT_TO_PROTO: Mapping[LedgerInvariant, int] = {
     LedgerInvariant.POSTINGS_MATCH_TRANSACTION: (
         admin_pb2.LEDGER_INVARIANT_POSTINGS_MATCH_TRANSACTION
     ),
+    LedgerInvariant.BALANCE_IN_RANGE: admin_pb2.LEDGER_INVARIANT_BALANCE_IN_RANGE,
 }
 
 
