@@ -180,3 +180,34 @@ async def test_times_and_page_positions_beyond_their_ranges_are_invalid_argument
         grpc.StatusCode.INVALID_ARGUMENT,
         ["page_token"],
     )
+
+
+async def test_methods_wallet_v1_does_not_have_are_unimplemented_with_error_info(
+    wallet: Wallet,
+) -> None:
+    alice = await wallet.sign_up("alice")
+    public = channel(wallet.ports.public, wallet.pki)
+    wallet.channels.append(public)
+    long_name = "/wallet.v1.WalletService/" + "N" * 5_000
+
+    nope = await _send(public, "/wallet.v1.WalletService/Nope", b"anything", alice)
+    anonymous = await _send(public, "/wallet.v1.WalletService/Nope", b"anything")
+    long = await _send(public, long_name, b"", alice)
+
+    assert (nope.code, nope.reason, nope.domain) == (
+        grpc.StatusCode.UNIMPLEMENTED,
+        "UNIMPLEMENTED",
+        "wallet.v1",
+    )
+    assert (anonymous.code, anonymous.reason) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CREDENTIALS_MISSING",
+    )
+    assert (long.code, long.reason) == (grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED")
+    assert len(long.message) < 200
+    audited = await _audit_codes(wallet, "WalletService/N")
+    assert audited == [
+        ("WalletService/Nope", "UNIMPLEMENTED"),
+        ("WalletService/Nope", "UNAUTHENTICATED"),
+        (long_name[:128].removeprefix("/wallet.v1."), "UNIMPLEMENTED"),
+    ]

@@ -31,6 +31,7 @@ from wallet_server.domain import (
     Principal,
     Reason,
     Unauthenticated,
+    Unimplemented,
     UserPrincipal,
     WalletError,
 )
@@ -70,6 +71,7 @@ class Call:
 
 Proceed = Callable[["Call"], Awaitable[Any]]
 MAX_AUDITED_REQUEST_ID = 64
+MAX_UNKNOWN_METHOD_NAME = 128  # of a method that does not exist, in logs and the audit log
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
@@ -315,11 +317,34 @@ class WalletServerInterceptor(aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith("/wallet.v1."):
+        if not method.startswith("/wallet.v1."):
             return handler
+        if handler is None:
+            # Not cached: the caller chooses these names, as many as it likes.
+            return self._no_such_method(method[:MAX_UNKNOWN_METHOD_NAME])
         wrapped = self._wrap(method, handler)
         self._wrapped[method] = wrapped
         return wrapped
+
+    def _no_such_method(self, method: str) -> Handler:
+        """A method ``wallet.v1`` does not have: UNIMPLEMENTED with ErrorInfo, through the
+        chain (authenticated, logged and audited like any call), instead of gRPC's bare
+        status. The request's bytes are not read."""
+
+        def refuse(call: Call) -> Awaitable[Any]:
+            raise Unimplemented(
+                f"{method} is not a method of this server", reason=Reason.UNIMPLEMENTED
+            )
+
+        chain = _compose(self._chain, refuse)
+
+        async def unary_unary(request: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await chain(_new_call(method, request, context))
+            except RpcFailure as failure:
+                await context.abort_with_status(failure.status)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary)
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
         chain = self._chain
