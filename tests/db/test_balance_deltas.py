@@ -60,9 +60,11 @@ async def test_changes_are_appended_then_folded_and_the_ledger_holds_throughout(
     assert await count(clean_db, balance, s=settlement) == -600
     assert await ledger_violations(clean_db) == []
 
-    assert (await services.fold_balance_deltas(uow(), limit=2)).folded == 2
-    assert (await services.fold_balance_deltas(uow(), limit=2)).folded == 1
-    assert (await services.fold_balance_deltas(uow(), limit=2)).folded == 0
+    first = await services.fold_balance_deltas(uow(), limit=2)
+    second = await services.fold_balance_deltas(uow(), limit=2)
+
+    assert (first.taken, first.folded) == (2, 3)  # the account's third change went along
+    assert (second.taken, second.folded) == (0, 0)
 
     assert await count(clean_db, row, s=settlement) == -600
     assert await count(clean_db, "SELECT count(*) FROM balance_deltas") == 0
@@ -178,3 +180,32 @@ async def test_a_system_balance_past_int64_stays_exact_keeps_the_fold_going_and_
     )
     assert await count(clean_db, "SELECT count(*) FROM balance_deltas") == 0
     assert list(report.violations) == []
+
+
+async def test_an_out_of_range_account_keeps_few_changes_and_does_not_hold_up_others(
+    ledger: Ledger, uow: Callable[[], services.UnitOfWork], clean_db: AsyncEngine
+) -> None:
+    most = 2**63 - 1
+    alice, bob, carol = [await ledger.user(name) for name in ("alice", "bob", "carol")]
+    a, b, c = [await ledger.account(user) for user in (alice, bob, carol)]
+    bank, other = await ledger.partner("bank"), await ledger.partner("other")
+    await services.deposit(deposit(bank, a, most), uow())
+    await services.deposit(deposit(bank, b, most), uow())
+    for _ in range(5):
+        await services.deposit(deposit(bank, c, 1_000), uow())
+    await services.deposit(deposit(other, c, 7), uow())  # queued behind the bank's seven
+    settlement = await settlement_of(clean_db, bank)
+    changes = "SELECT count(*) FROM balance_deltas WHERE account_id = :s"
+    balance = f"SELECT {BALANCE} FROM accounts a WHERE account_id = :s"
+
+    kept = await services.fold_balance_deltas(uow(), limit=2)
+    merged = await count(clean_db, changes, s=settlement)
+    behind = await services.fold_balance_deltas(uow(), limit=2)
+
+    assert (kept.taken, kept.folded, kept.out_of_range) == (2, 0, frozenset({settlement}))
+    assert merged == 3  # two of -(2^63 - 1) and the rest, instead of seven
+    assert behind.folded == 1
+    row = "SELECT posted FROM accounts WHERE account_id = :s"
+    assert await count(clean_db, row, s=await settlement_of(clean_db, other)) == -7
+    assert await count(clean_db, balance, s=settlement) == -2 * most - 5_000
+    assert await ledger_violations(clean_db) == []

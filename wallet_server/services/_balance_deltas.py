@@ -9,16 +9,18 @@ from wallet_server.storage.repositories import Fold
 __all__ = ["FOLD_BATCH", "Fold", "fold_balance_deltas"]
 
 FOLD_BATCH = 10_000
-_NOTHING = Fold(folded=0, out_of_range=frozenset())
+_NOTHING = Fold(taken=0, folded=0, out_of_range=frozenset())
 
 
 @retry_on_conflict
 async def fold_balance_deltas(uow: UnitOfWork, *, limit: int = FOLD_BATCH) -> Fold:
-    """Fold up to ``limit`` of the oldest changes (nothing if another server is folding).
+    """Fold the accounts of the ``limit`` oldest changes, each with all its changes
+    (nothing if another server is folding).
 
-    A periodic job calls it until it folds less than ``limit``. Only bookkeeping: the money
-    moved when the changes were appended, so no call is audited here. An account whose row
-    cannot hold its sum keeps its changes, unfolded; ``VerifyLedger`` reports its balance.
+    A periodic job calls it while it takes ``limit`` changes and folds some. Only
+    bookkeeping: the money moved when the changes were appended, so no call is audited here.
+    An account whose row cannot hold its sum keeps it as changes; ``VerifyLedger`` reports
+    its balance.
     """
     async with uow:
         fold = await uow.ledger.fold_balance_deltas(limit=limit)

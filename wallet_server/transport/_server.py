@@ -225,7 +225,9 @@ class WalletServer:
                     ", ".join(sorted(map(str, newly))),
                 )
                 self._logged_out_of_range |= newly
-            if fold.folded < FOLD_BATCH:
+            # Stop when the queue is short, or when all it held was kept: a pass folds
+            # something or the next would find the same changes.
+            if fold.taken < FOLD_BATCH or not fold.folded:
                 return
 
     async def _expire_orders(self) -> None:

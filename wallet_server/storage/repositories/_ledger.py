@@ -234,49 +234,61 @@ _SETTLEMENT_ACCOUNTS = text(
 
 _FOLD_LOCK = 7746288  # one folder at a time: folders update accounts in no fixed order
 
-# The oldest appended changes, removed and added to their accounts, in one statement. An
-# account whose row cannot hold the sum (a bigint) keeps its changes: they go to the back
-# of the queue, unchanged, so they neither block the accounts behind them nor are lost, and
-# they fold once changes the other way bring the sum back in range.
+# The accounts of the oldest appended changes: all their changes removed and added to their
+# rows, in one statement. An account whose row cannot hold the sum (a bigint) keeps it as
+# changes, merged into as few as hold it (each within a bigint) and queued behind the others:
+# nothing is lost, its changes do not pile up in front of other accounts', and it folds once
+# changes the other way bring its sum back into range. Amounts are summed from the rows the
+# statement deleted, not from what it read before.
 _FOLD_DELTAS = text(
     """
-    WITH batch AS (
-        SELECT delta_id, account_id, amount FROM balance_deltas ORDER BY delta_id LIMIT :limit
-    ),
-    sums AS (
-        SELECT b.account_id, sum(b.amount) AS amount,
-            a.posted + sum(b.amount)
-                BETWEEN -9223372036854775808 AND 9223372036854775807 AS fits
-        FROM batch AS b JOIN accounts AS a USING (account_id)
-        GROUP BY b.account_id, a.posted
+    WITH oldest AS (
+        SELECT account_id FROM balance_deltas ORDER BY delta_id LIMIT :limit
     ),
     moved AS (
         DELETE FROM balance_deltas AS d
-        USING batch AS b JOIN sums AS s USING (account_id)
-        WHERE d.delta_id = b.delta_id
-        RETURNING d.delta_id, d.account_id, d.amount, s.fits
+        WHERE d.account_id IN (SELECT account_id FROM oldest)
+        RETURNING d.account_id, d.amount
+    ),
+    sums AS (
+        SELECT m.account_id, sum(m.amount) AS total, count(*) AS changes,
+            a.posted + sum(m.amount)
+                BETWEEN -9223372036854775808 AND 9223372036854775807 AS fits
+        FROM moved AS m JOIN accounts AS a USING (account_id)
+        GROUP BY m.account_id, a.posted
     ),
     folded AS (
-        UPDATE accounts AS a SET posted = a.posted + s.amount
+        UPDATE accounts AS a SET posted = a.posted + s.total
         FROM sums AS s WHERE a.account_id = s.account_id AND s.fits
     ),
-    requeued AS (
+    kept AS (
         INSERT INTO balance_deltas (account_id, amount)
-        SELECT account_id, amount FROM moved WHERE NOT fits ORDER BY delta_id
-        RETURNING account_id
+        SELECT s.account_id, CAST(part.amount AS bigint)
+        FROM sums AS s
+        CROSS JOIN LATERAL (
+            SELECT sign(s.total) * 9223372036854775807 AS amount
+            FROM generate_series(1, CAST(trunc(abs(s.total) / 9223372036854775807) AS bigint))
+            UNION ALL
+            SELECT s.total
+                - sign(s.total) * 9223372036854775807 * trunc(abs(s.total) / 9223372036854775807)
+        ) AS part
+        WHERE NOT s.fits AND part.amount <> 0
     )
     SELECT
-        (SELECT count(*) FROM moved WHERE fits) AS folded,
-        (SELECT array_agg(DISTINCT account_id) FROM requeued) AS out_of_range
+        (SELECT count(*) FROM oldest) AS taken,
+        (SELECT coalesce(sum(changes), 0) FROM sums WHERE fits) AS folded,
+        (SELECT array_agg(account_id) FROM sums WHERE NOT fits) AS out_of_range
     """
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Fold:
-    """What one fold did: how many changes it folded, and the accounts whose rows could not
-    hold the sum of theirs (kept, at the back of the queue)."""
+    """What one fold did: how many of the oldest changes it took (their accounts' other
+    changes went with them), how many changes it folded into rows, and the accounts whose
+    rows could not hold the sum of theirs (kept as changes)."""
 
+    taken: int
     folded: int
     out_of_range: frozenset[UUID]
 
@@ -401,15 +413,15 @@ class LedgerRepository:
         return {row.account_id: _account(row) for row in found}
 
     async def fold_balance_deltas(self, *, limit: int) -> Fold | None:
-        """Fold up to ``limit`` appended system-account changes into their accounts' rows
-        (see :class:`Fold`); None when another server is folding right now."""
+        """Fold the accounts of the ``limit`` oldest appended system-account changes into
+        their rows (see :class:`Fold`); None when another server is folding right now."""
         held = await self._conn.execute(
             text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _FOLD_LOCK}
         )
         if not held.scalar_one():
             return None
         row = (await self._conn.execute(_FOLD_DELTAS, {"limit": limit})).one()
-        return Fold(int(row.folded), frozenset(row.out_of_range or ()))
+        return Fold(int(row.taken), int(row.folded), frozenset(row.out_of_range or ()))
 
     async def record(
         self, tx: Transaction, *, initiator: str, holds: Mapping[UUID, int] | None = None
