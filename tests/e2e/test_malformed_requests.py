@@ -188,26 +188,36 @@ async def test_methods_wallet_v1_does_not_have_are_unimplemented_with_error_info
     alice = await wallet.sign_up("alice")
     public = channel(wallet.ports.public, wallet.pki)
     wallet.channels.append(public)
+    wallet.partner  # noqa: B018 (opens the partner's mTLS channel)
+    partner = wallet.channels[-1]
     long_name = "/wallet.v1.WalletService/" + "N" * 5_000
-
-    nope = await _send(public, "/wallet.v1.WalletService/Nope", b"anything", alice)
-    anonymous = await _send(public, "/wallet.v1.WalletService/Nope", b"anything")
-    long = await _send(public, long_name, b"", alice)
-
-    assert (nope.code, nope.reason, nope.domain) == (
-        grpc.StatusCode.UNIMPLEMENTED,
-        "UNIMPLEMENTED",
-        "wallet.v1",
-    )
-    assert (anonymous.code, anonymous.reason) == (
-        grpc.StatusCode.UNAUTHENTICATED,
-        "CREDENTIALS_MISSING",
-    )
-    assert (long.code, long.reason) == (grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED")
-    assert len(long.message) < 200
-    audited = await _audit_codes(wallet, "WalletService/N")
-    assert audited == [
-        ("WalletService/Nope", "UNIMPLEMENTED"),
-        ("WalletService/Nope", "UNAUTHENTICATED"),
-        (long_name[:128].removeprefix("/wallet.v1."), "UNIMPLEMENTED"),
+    calls = [
+        (public, "/wallet.v1.WalletService/Nope", alice),
+        (public, "/wallet.v1.WalletService/Nope", ()),  # nobody may call it: no credential asked
+        (public, "/wallet.v1.AdminService/Nope", alice),
+        (partner, "/wallet.v1.PartnerService/Nope", ()),
+        (partner, "/wallet.v1.NopeService/Nope", ()),
+        (public, long_name, alice),
     ]
+
+    answers = [await _send(ch, path, b"anything", who) for ch, path, who in calls]
+
+    for answer in answers:
+        assert (answer.code, answer.reason, answer.domain) == (
+            grpc.StatusCode.UNIMPLEMENTED,
+            "UNIMPLEMENTED",
+            "wallet.v1",
+        ), answer
+        assert "__" not in answer.message
+        assert len(answer.message) < 200
+    assert (
+        (await _audit_codes(wallet, ""))[2:]
+        == [  # after alice's Register and Login
+            ("WalletService/Nope", "UNIMPLEMENTED"),
+            ("WalletService/Nope", "UNIMPLEMENTED"),
+            ("AdminService/Nope", "UNIMPLEMENTED"),
+            ("PartnerService/Nope", "UNIMPLEMENTED"),
+            ("NopeService/Nope", "UNIMPLEMENTED"),
+            (long_name[:128].removeprefix("/wallet.v1."), "UNIMPLEMENTED"),
+        ]
+    )

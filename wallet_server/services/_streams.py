@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -274,7 +274,7 @@ async def stream_events(
     after: int,
     account_id: UUID | None = None,
     partner_id: UUID | None = None,
-) -> AsyncIterator[SequencedEvent]:
+) -> AsyncGenerator[SequencedEvent, None]:
     """Stored events after ``after``, then live ones, in order, each once per connection."""
     sub = hub.subscribe(account_id=account_id, partner_id=partner_id)
     last = after
@@ -322,17 +322,17 @@ class WatchPartnerEvents:
 
 async def watch_account(
     cmd: WatchAccount, uow: UnitOfWork, hub: EventHub
-) -> AsyncIterator[SequencedEvent]:
+) -> AsyncGenerator[SequencedEvent, None]:
     """The events of one of the caller's accounts: stored ones after the cursor, then live."""
     with hub.stream_of(cmd.caller.key):
         async with uow:
             note_resources(cmd.account_id)
             await load_own_account(uow, cmd.caller, cmd.account_id)
             await uow.commit()  # the audit row records the stream's opening
-        async for item in stream_events(
-            uow.engine, hub, after=cmd.after_sequence, account_id=cmd.account_id
-        ):
-            yield item
+        events = stream_events(uow.engine, hub, after=cmd.after_sequence, account_id=cmd.account_id)
+        async with contextlib.aclosing(events) as items:
+            async for item in items:
+                yield item
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,20 +345,20 @@ class PartnerEvent:
 
 async def watch_partner_events(
     cmd: WatchPartnerEvents, uow: UnitOfWork, hub: EventHub, secrets: SecretBox
-) -> AsyncIterator[PartnerEvent]:
+) -> AsyncGenerator[PartnerEvent, None]:
     """The events that concern the calling partner, stored then live."""
     with hub.stream_of(cmd.caller.key):
         async with uow:
             await uow.commit()
         partner_id = cmd.caller.partner_id
-        async for item in stream_events(
-            uow.engine, hub, after=cmd.after_sequence, partner_id=partner_id
-        ):
-            tx = item.event.transaction
-            destination = None
-            if tx is not None and tx.kind is TransactionKind.WITHDRAWAL:
-                async with UnitOfWork(uow.engine) as lookup:
-                    destination = await payout_destination(
-                        lookup, secrets, tx.transaction_id, partner_id
-                    )
-            yield PartnerEvent(item, destination)
+        events = stream_events(uow.engine, hub, after=cmd.after_sequence, partner_id=partner_id)
+        async with contextlib.aclosing(events) as items:
+            async for item in items:
+                tx = item.event.transaction
+                destination = None
+                if tx is not None and tx.kind is TransactionKind.WITHDRAWAL:
+                    async with UnitOfWork(uow.engine) as lookup:
+                        destination = await payout_destination(
+                            lookup, secrets, tx.transaction_id, partner_id
+                        )
+                yield PartnerEvent(item, destination)

@@ -9,6 +9,7 @@ Services outside ``wallet.v1`` (health, reflection) pass through untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,6 +73,7 @@ class Call:
 Proceed = Callable[["Call"], Awaitable[Any]]
 MAX_AUDITED_REQUEST_ID = 64
 MAX_UNKNOWN_METHOD_NAME = 128  # of a method that does not exist, in logs and the audit log
+_ANYONE = (Access.PUBLIC, None)
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
@@ -283,8 +285,13 @@ def _compose(chain: Sequence[Interceptor], innermost: Proceed) -> Proceed:
     return proceed
 
 
-def _new_call(method: str, request: Any, context: aio.ServicerContext[Any, Any]) -> Call:
-    access, scope = access_for(method)
+def _new_call(
+    method: str,
+    request: Any,
+    context: aio.ServicerContext[Any, Any],
+    rule: tuple[Access, str | None] | None = None,
+) -> Call:
+    access, scope = access_for(method) if rule is None else rule
     request_id = getattr(request, "request_id", "")
     record = CallRecord(
         method=method,
@@ -328,8 +335,9 @@ class WalletServerInterceptor(aio.ServerInterceptor):
 
     def _no_such_method(self, method: str) -> Handler:
         """A method ``wallet.v1`` does not have: UNIMPLEMENTED with ErrorInfo, through the
-        chain (authenticated, logged and audited like any call), instead of gRPC's bare
-        status. The request's bytes are not read."""
+        chain (logged and audited like any call), instead of gRPC's bare status. Nobody may
+        call it, so no credential is asked for: reflection lists the methods there are
+        anyway. The request's bytes are not read."""
 
         def refuse(call: Call) -> Awaitable[Any]:
             raise Unimplemented(
@@ -340,7 +348,7 @@ class WalletServerInterceptor(aio.ServerInterceptor):
 
         async def unary_unary(request: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
             try:
-                return await chain(_new_call(method, request, context))
+                return await chain(_new_call(method, request, context, _ANYONE))
             except RpcFailure as failure:
                 await context.abort_with_status(failure.status)
 
@@ -378,8 +386,13 @@ class WalletServerInterceptor(aio.ServerInterceptor):
                 # The chain wraps the whole stream: audit and logging see its final code.
                 if isinstance(call.request, _Undecodable):
                     _refuse_undecodable(call.request)
-                async for item in stream_behaviour(call.request, call.context):
-                    await call.context.write(item)
+                # Closed here, not when collected: a stream holds a place in the caller's
+                # limit of open streams until its generators end.
+                async with contextlib.aclosing(
+                    stream_behaviour(call.request, call.context)
+                ) as items:
+                    async for item in items:
+                        await call.context.write(item)
 
             stream_chain = _compose(chain, drain)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,10 +36,12 @@ class StreamsWallet:
             account_id=account_id,
             after_sequence=_cursor(request.after_sequence),
         )
-        async for item in services.watch_account(command, self._deps.uow(), self._deps.hub):
-            yield wallet_pb2.WatchAccountResponse(
-                event=event_to_proto(item, watched_account=account_id)
-            )
+        watched = services.watch_account(command, self._deps.uow(), self._deps.hub)
+        async with contextlib.aclosing(watched) as items:
+            async for item in items:
+                yield wallet_pb2.WatchAccountResponse(
+                    event=event_to_proto(item, watched_account=account_id)
+                )
 
 
 class StreamsPartner:
@@ -50,12 +53,14 @@ class StreamsPartner:
         command = services.WatchPartnerEvents(
             caller=partner_caller(), after_sequence=_cursor(request.after_sequence)
         )
-        async for found in services.watch_partner_events(
+        watched = services.watch_partner_events(
             command, self._deps.uow(), self._deps.hub, self._deps.secrets
-        ):
-            event = event_to_proto(found.item)
-            if found.payout_destination is not None:
-                event.payout_destination.CopyFrom(
-                    payout_destination_to_proto(found.payout_destination)
-                )
-            yield partner_pb2.WatchEventsResponse(event=event)
+        )
+        async with contextlib.aclosing(watched) as items:
+            async for found in items:
+                event = event_to_proto(found.item)
+                if found.payout_destination is not None:
+                    event.payout_destination.CopyFrom(
+                        payout_destination_to_proto(found.payout_destination)
+                    )
+                yield partner_pb2.WatchEventsResponse(event=event)
