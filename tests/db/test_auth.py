@@ -405,6 +405,65 @@ async def test_a_burst_of_parallel_guesses_gets_no_more_tries_than_a_sequence(
     assert hasher.verified == policy.max_failed_logins
 
 
+async def test_an_attempt_in_another_process_counts_while_this_one_verifies(
+    uow: Uow, policy: services.AuthPolicy
+) -> None:
+    # Processes do not share the in-process queue of attempts: only the database can tell
+    # another server process that this attempt may be the name's last allowed failure.
+    policy, hasher = counting(policy)
+    await sign_up(uow, policy)
+    for _ in range(policy.max_failed_logins - 1):
+        with pytest.raises(Unauthenticated):
+            await log_in(uow, policy, password="not the password")
+    hasher.gate.clear()
+    hasher.entered.clear()
+    checking = asyncio.create_task(log_in(uow, policy, password="not the password"))
+    try:
+        assert await asyncio.to_thread(hasher.entered.wait, 10)
+        async with uow() as u:  # what another process's attempt asks at this moment
+            elsewhere = await u.users.begin_login_attempt(
+                "alice",
+                now=u.now(),
+                max_failures=policy.max_failed_logins,
+                lapse_after=timedelta(minutes=1),
+            )
+    finally:
+        hasher.gate.set()
+    with pytest.raises(Unauthenticated):
+        await checking
+
+    assert elsewhere is False
+    locked = await throttle(uow)
+    assert locked is not None
+    assert locked.failures == policy.max_failed_logins
+    assert hasher.verified == policy.max_failed_logins
+
+
+async def test_an_attempt_that_never_came_back_gives_its_place_back_after_a_while(
+    clean_db: AsyncEngine, policy: services.AuthPolicy
+) -> None:
+    clock = FakeClock(datetime(2027, 3, 4, 5, 6, tzinfo=UTC))
+    lapse = timedelta(minutes=1)
+
+    async def begin() -> bool:
+        async with services.UnitOfWork(clean_db, clock=clock) as u:
+            taken = await u.users.begin_login_attempt(
+                "alice", now=clock.now, max_failures=policy.max_failed_logins, lapse_after=lapse
+            )
+            await u.connection.commit()
+            return taken
+
+    # Processes that died while checking: their places stay taken until they lapse.
+    taken = [await begin() for _ in range(policy.max_failed_logins + 1)]
+    clock.now += lapse - timedelta(seconds=1)
+    still_full = await begin()
+    clock.now += timedelta(seconds=1)
+    lapsed = await begin()
+
+    assert taken == [True] * policy.max_failed_logins + [False]
+    assert (still_full, lapsed) == (False, True)
+
+
 @pytest.mark.parametrize("password", [PASSWORD, "not the password"])
 async def test_sign_in_holds_no_connection_or_row_lock_while_it_verifies(
     clean_db: AsyncEngine, uow: Uow, ledger: Ledger, policy: services.AuthPolicy, password: str

@@ -29,6 +29,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from wallet.v1 import auth_pb2, auth_pb2_grpc, wallet_pb2, wallet_pb2_grpc
 
+from tests.e2e.errors import rich_error
 from tests.e2e.processes import (
     READY_TIMEOUT,
     ServerProcess,
@@ -254,6 +255,53 @@ async def test_two_workers_serve_the_same_ports_and_stop_together_on_sigterm(
             assert stopped_gracefully(server) == workers
             assert_all_gone(children_before, "processes of the server")
             assert postgres_processes(data_dir) == [], "the embedded PostgreSQL stops too"
+        finally:
+            for channel in channels:
+                await channel.close(grace=None)
+
+
+async def test_a_burst_of_wrong_passwords_over_both_workers_gets_only_the_allowed_guesses(
+    tmp_path: Path, database_url: str
+) -> None:
+    certs = tmp_path / "wallet-dev" / "certs"
+    server = start_dev(tmp_path, database_url=database_url)
+    channels: list[aio.Channel] = []
+    with server.running():
+        try:
+            ports = await asyncio.to_thread(server.wait_ready)
+            public = ports["port"]
+            workers = server.listening(public)
+            # Connections until both workers hold some: each worker checks passwords itself.
+            while len(channels) < 16 or (
+                len(channels) < MAX_CHANNELS
+                and min(connections_per_worker(workers, public).values()) < 4
+            ):
+                channels.append(new_connection(public, certs))
+                await health(channels[-1])
+            spread = connections_per_worker(workers, public)
+            assert min(spread.values()) >= 1, spread
+            stubs = [auth_pb2_grpc.AuthServiceStub(ch) for ch in channels]
+            password = "correct horse battery"
+            answers: list[str] = []
+            for _ in range(2):
+                name = f"w{uuid.uuid4().hex[:10]}"
+                await stubs[0].Register(
+                    auth_pb2.RegisterRequest(username=name, password=password, display_name=name)
+                )
+
+                async def guess(i: int, name: str = name) -> str:
+                    try:
+                        await stubs[i % len(stubs)].Login(
+                            auth_pb2.LoginRequest(username=name, password=f"guess number {i}")
+                        )
+                    except aio.AioRpcError as exc:
+                        return rich_error(exc).reason
+                    return "OK"
+
+                answers = await asyncio.gather(*(guess(i) for i in range(40)))
+                # The default limit is five failures, whichever worker checked them.
+                assert answers.count("INVALID_CREDENTIALS") == 5, (spread, answers)
+                assert answers.count("RATE_LIMITED") == 35, answers
         finally:
             for channel in channels:
                 await channel.close(grace=None)

@@ -33,7 +33,7 @@ from wallet_server.services._commands import GetMe, LogIn, LogOut, RefreshSessio
 from wallet_server.services._results import SessionTokens
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
-from wallet_server.storage.repositories import LoginThrottle, UserCredentials
+from wallet_server.storage.repositories import UserCredentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,8 @@ class _KeyedLocks:
 # throttle only after the previous attempt recorded its outcome, so a burst of parallel
 # guesses gets no more tries than a sequence would. Waiting holds no connection.
 _attempts = _KeyedLocks()
+# Far longer than a password check: the place of an attempt whose process died lapses.
+_ATTEMPT_LAPSES_AFTER = timedelta(minutes=1)
 
 
 def _check_login_input(cmd: LogIn) -> str:
@@ -131,8 +133,8 @@ async def log_in(cmd: LogIn, uow: UnitOfWork, policy: AuthPolicy) -> SessionToke
     """
     username = _check_login_input(cmd)
     async with _attempts.hold(username):
-        creds, throttle = await _sign_in_state(uow, username)
-        if throttle is not None and throttle.locked_at(uow.now()):
+        creds, allowed = await _begin_sign_in(uow, policy, username)
+        if not allowed:
             raise RateLimited(
                 "too many failed sign-ins; try again later", reason=Reason.RATE_LIMITED
             )
@@ -150,11 +152,22 @@ async def log_in(cmd: LogIn, uow: UnitOfWork, policy: AuthPolicy) -> SessionToke
 
 
 @retry_on_conflict
-async def _sign_in_state(
-    uow: UnitOfWork, username: str
-) -> tuple[UserCredentials | None, LoginThrottle | None]:
+async def _begin_sign_in(
+    uow: UnitOfWork, policy: AuthPolicy, username: str
+) -> tuple[UserCredentials | None, bool]:
+    """The name's credentials, and whether this attempt may check its password: it takes a
+    place among the name's attempts in flight, shared by every server process."""
     async with uow:
-        return await uow.users.credentials(username), await uow.users.login_throttle(username)
+        creds = await uow.users.credentials(username)
+        allowed = await uow.users.begin_login_attempt(
+            username,
+            now=uow.now(),
+            max_failures=policy.max_failed_logins,
+            lapse_after=_ATTEMPT_LAPSES_AFTER,
+        )
+        # Not uow.commit(): that would write this call's audit row before its outcome.
+        await uow.connection.commit()
+        return creds, allowed
 
 
 @retry_on_conflict

@@ -59,6 +59,9 @@ login_throttle = Table(
     Column("failures", Integer, nullable=False),
     Column("locked_until", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Attempts whose password is being checked now; they lapse at ``in_flight_until``.
+    Column("in_flight", Integer, nullable=False, server_default=text("0")),
+    Column("in_flight_until", DateTime(timezone=True), nullable=True),
     Index(None, "updated_at"),
 )
 

@@ -132,11 +132,45 @@ class UserRepository:
         ).first()
         return None if row is None else LoginThrottle(row.failures, row.locked_until)
 
+    async def begin_login_attempt(
+        self, username: str, *, now: datetime, max_failures: int, lapse_after: timedelta
+    ) -> bool:
+        """Take a place for one sign-in attempt whose password is about to be checked, in a
+        single atomic upsert: refused (False) while the name is locked, or when its failures
+        and the attempts already in flight reach ``max_failures`` (each of those could be
+        one more failure). Every server process shares the count. A place lapses after
+        ``lapse_after``, should its attempt never record an outcome."""
+        t = login_throttle.c
+        first = pg_insert(login_throttle).values(
+            username=username,
+            failures=0,
+            updated_at=now,
+            in_flight=1,
+            in_flight_until=now + lapse_after,
+        )
+        # In DO UPDATE, login_throttle.* is the stored row. A lockout that has run out
+        # counts no failures (the next failure starts a fresh count).
+        lapsed = func.coalesce(t.in_flight_until <= now, True)
+        in_flight = case((lapsed, 0), else_=t.in_flight)
+        failures = case((t.locked_until <= now, 0), else_=t.failures)
+        stmt = first.on_conflict_do_update(
+            index_elements=[t.username],
+            set_={
+                "in_flight": in_flight + 1,
+                "in_flight_until": now + lapse_after,
+                "updated_at": now,
+            },
+            where=func.coalesce(t.locked_until <= now, True)
+            & (failures + in_flight < max_failures),
+        ).returning(t.in_flight)
+        return (await self._conn.execute(stmt)).first() is not None
+
     async def record_login_failure(
         self, username: str, *, now: datetime, max_failures: int, lockout: timedelta
     ) -> LoginThrottle:
-        """Count one failed sign-in in a single atomic upsert; reaching ``max_failures`` locks
-        the name until ``now + lockout``. A lockout that has run out starts a fresh count."""
+        """Count one failed sign-in in a single atomic upsert, giving back its attempt's
+        place; reaching ``max_failures`` locks the name until ``now + lockout``. A lockout
+        that has run out starts a fresh count."""
         t = login_throttle.c
         locked_until = now + lockout
         first = pg_insert(login_throttle).values(
@@ -153,6 +187,7 @@ class UserRepository:
                 "failures": failures,
                 "locked_until": case((failures >= max_failures, locked_until), else_=None),
                 "updated_at": now,
+                "in_flight": func.greatest(t.in_flight - 1, 0),
             },
         ).returning(t.failures, t.locked_until)
         row = (await self._conn.execute(stmt)).one()
