@@ -346,10 +346,10 @@ async def test_exchange_refusals_change_nothing(
         await conn.execute(text("UPDATE accounts SET frozen = false"))
     before = await snapshot(clean_db)
 
-    # Valid up to its expiry time inclusive; refused one microsecond later.
-    clock.now = stale.expires_at + timedelta(microseconds=1)
-    await refused(stale.quote_id, FailedPrecondition, Reason.QUOTE_EXPIRED)
+    # Expired at its expiry time, as orders and sessions are; valid a microsecond before.
     clock.now = stale.expires_at
+    await refused(stale.quote_id, FailedPrecondition, Reason.QUOTE_EXPIRED)
+    clock.now = stale.expires_at - timedelta(microseconds=1)
     tx = await services.exchange_currency(exchange_cmd(alice, stale.quote_id), at(clock))
     assert tx.to_amount == Money("JPY", 151)
     assert await ledger_violations(clean_db) == []

@@ -321,11 +321,12 @@ def quote(**kw: Any) -> Quote:
     return replace(base, **kw)
 
 
-def test_a_quote_is_executable_until_its_expiry_inclusive() -> None:
+def test_a_quote_expires_at_its_expiry_as_an_order_does() -> None:
     q = quote()
-    assert check_quote_executable(q, user_id=q.user_id, now=q.expires_at) is q
+    just_before = q.expires_at - timedelta(microseconds=1)
+    assert check_quote_executable(q, user_id=q.user_id, now=just_before) is q
     with pytest.raises(FailedPrecondition) as late:
-        check_quote_executable(q, user_id=q.user_id, now=q.expires_at + timedelta(microseconds=1))
+        check_quote_executable(q, user_id=q.user_id, now=q.expires_at)
     assert late.value.reason == Reason.QUOTE_EXPIRED
 
 

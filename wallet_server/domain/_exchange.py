@@ -202,7 +202,7 @@ def check_quote_executable(quote: Quote | None, *, user_id: UUID, now: datetime)
             f"the quote was already executed (transaction {quote.transaction_id})",
             reason=Reason.QUOTE_EXPIRED,
         )
-    if now > quote.expires_at:
+    if now >= quote.expires_at:  # expired at its expiry, as orders and sessions are
         raise FailedPrecondition(
             f"the quote expired at {quote.expires_at.isoformat()}; ask for a new one",
             reason=Reason.QUOTE_EXPIRED,

@@ -563,7 +563,7 @@ class Order(_message.Message):
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """After this time an unpaid order can no longer be paid (ORDER_EXPIRED)."""
+        """From this time on an unpaid order can no longer be paid (ORDER_EXPIRED)."""
 
     @_builtins.property
     def pay_time(self) -> _timestamp_pb2.Timestamp:

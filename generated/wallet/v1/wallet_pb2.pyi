@@ -143,7 +143,7 @@ class Quote(_message.Message):
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """After this time ExchangeCurrency refuses the quote (QUOTE_EXPIRED)."""
+        """From this time on ExchangeCurrency refuses the quote (QUOTE_EXPIRED)."""
 
     def __init__(
         self,
