@@ -96,14 +96,20 @@ def test_a_certificate_without_a_spiffe_id(pki: DevPkiPaths) -> None:
     assert peer_certificate_from_pem(self_signed_with_uris("https://x.example")).spiffe_id is None
 
 
-def test_the_first_spiffe_uri_is_the_identity() -> None:
-    pem = self_signed_with_uris(
-        "https://wallet.example/partner/other",
-        "spiffe://wallet/partner/first",
-        "spiffe://wallet/partner/second",
-    )
-
-    assert peer_certificate_from_pem(pem).spiffe_id == "spiffe://wallet/partner/first"
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ("spiffe://wallet/partner/demo", "spiffe://wallet/operator/admin"),
+        ("spiffe://wallet/operator/admin", "spiffe://wallet/partner/demo"),
+        ("https://wallet.example/partner/other", "spiffe://wallet/partner/demo"),
+        ("spiffe://wallet/partner/demo", "spiffe://wallet/partner/demo"),
+    ],
+)
+def test_a_certificate_with_several_uri_names_has_no_identity(uris: tuple[str, ...]) -> None:
+    # A SPIFFE certificate has exactly one URI name: with two, a partner's certificate
+    # could also name an operator, and which one counted would be this server's choice.
+    assert peer_certificate_from_pem(self_signed_with_uris(*uris)).spiffe_id is None
+    assert peer_certificate_from_pem(self_signed_with_uris(uris[-1])).spiffe_id == uris[-1]
 
 
 def test_parsing_is_memoized(pki: DevPkiPaths) -> None:

@@ -62,12 +62,14 @@ def _parse_cached(pem: bytes) -> PeerCertificate:
 
 
 def _spiffe_id_of(certificate: x509.Certificate) -> str | None:
-    """The certificate's first ``spiffe://`` URI subject alternative name, if any."""
+    """The certificate's SPIFFE id: its one URI subject alternative name, if that is a
+    ``spiffe://`` URI. A SPIFFE certificate has exactly one URI name; with several, which
+    one named the caller would be this server's choice, so such a certificate has none."""
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return None
-    for uri in names.value.get_values_for_type(x509.UniformResourceIdentifier):
-        if uri.startswith(_SPIFFE_SCHEME):
-            return uri
-    return None
+    uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1 or not uris[0].startswith(_SPIFFE_SCHEME):
+        return None
+    return uris[0]

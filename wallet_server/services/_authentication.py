@@ -207,7 +207,8 @@ class Authenticator:
         spiffe_id = cert.spiffe_id
         if spiffe_id is None:
             raise PermissionDenied(
-                "the client certificate carries no SPIFFE identity",
+                "the client certificate carries no SPIFFE identity "
+                "(exactly one URI name, spiffe://...)",
                 reason=Reason.UNKNOWN_PRINCIPAL,
             )
         now = time.monotonic()
