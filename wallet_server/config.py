@@ -23,6 +23,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from wallet_server.security import load_revoked_serials
+
 __all__ = [
     "DEFAULT_MAX_STREAMS_PER_CALLER",
     "ConfigError",
@@ -106,12 +108,17 @@ def _validate(s: Settings) -> None:
         if not path.is_file():
             raise ConfigError(f"{name}: no such file: {path}")
     _validate_pem(s)
-    # A mistyped path must not quietly mean "nothing is revoked".
-    if s.revoked_serials_file is not None and not s.revoked_serials_file.is_file():
-        raise ConfigError(
-            f"revoked_serials_file: no such file: {s.revoked_serials_file} "
-            "(create it empty if nothing is revoked)"
-        )
+    # A mistyped path or a malformed line must not quietly mean "nothing is revoked".
+    if s.revoked_serials_file is not None:
+        if not s.revoked_serials_file.is_file():
+            raise ConfigError(
+                f"revoked_serials_file: no such file: {s.revoked_serials_file} "
+                "(create it empty if nothing is revoked)"
+            )
+        try:
+            load_revoked_serials(s.revoked_serials_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"revoked_serials_file: {exc}") from None
     _validate_ring("token_keys", s.token_keys, s.token_active_key_id, min_len=32)
     _validate_ring("secret_keys", s.secret_keys, s.secret_active_key_id, exact_len=32)
     positive = (

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +36,7 @@ from wallet.v1 import (
 
 from tests.e2e.conftest import Metadata, Wallet, channel, make_settings, running
 from tests.e2e.errors import RichError, rich_error
-from wallet_server.config import Settings
+from wallet_server.config import ConfigError, Settings
 from wallet_server.domain import SCOPE_MERCHANT
 from wallet_server.security import (
     AccessTokenCodec,
@@ -720,6 +721,50 @@ async def test_revocation_file_removed_while_running_keeps_what_it_revoked(
             r.levelno == logging.WARNING and "revocation list" in r.getMessage()
             for r in caplog.records
         )
+
+
+async def test_a_broken_edit_of_the_revocation_file_keeps_what_it_revoked(
+    clean_db: AsyncEngine,
+    database_url: str,
+    pki: DevPkiPaths,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    revoked = tmp_path / "revoked.txt"
+    revoked.write_text(f"{serial_of(pki.partner_cert)}\n")
+    settings = revocation_settings(database_url, pki, revoked)
+    async with running(clean_db, settings, pki) as wallet:
+        alice = await wallet.sign_up("alice")
+        a = await wallet.open_account(alice)
+        assert await _deposit_outcome(wallet, a) == "UNAUTHENTICATED/CERTIFICATE_REVOKED"
+
+        # An edit that cannot be parsed, in place, keeping the file's size and mtime: the
+        # server must neither fail calls nor forget the revocation.
+        before = revoked.stat()
+        broken = "x" * (before.st_size - 1) + "\n"
+        revoked.write_text(broken)
+        os.utime(revoked, ns=(before.st_atime_ns, before.st_mtime_ns))
+        outcomes = []
+        for _ in range(15):
+            await asyncio.sleep(0.1)
+            outcomes.append(await _deposit_outcome(wallet, a))
+
+        assert set(outcomes) == {"UNAUTHENTICATED/CERTIFICATE_REVOKED"}
+        assert await balance(wallet, alice, a) == 0
+        assert any(
+            r.levelno == logging.WARNING and "could not be read" in r.getMessage()
+            for r in caplog.records
+        )
+
+
+def test_a_malformed_revocation_file_stops_the_server_from_starting(
+    database_url: str, pki: DevPkiPaths, tmp_path: Path
+) -> None:
+    revoked = tmp_path / "revoked.txt"
+    revoked.write_text("0x1f\nnot-a-serial\n")
+
+    with pytest.raises(ConfigError, match=r"revoked.txt:2: not a certificate serial number"):
+        revocation_settings(database_url, pki, revoked)
 
 
 async def test_every_rpc_refuses_the_anonymous_and_lets_its_own_kind_of_caller_through(

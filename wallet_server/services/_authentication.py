@@ -83,34 +83,55 @@ class RevocationList:
     """Revoked certificate serials from a file, re-read when the file changes.
 
     Python gRPC has no CRL support, so the chain can be valid while the certificate is not.
+    The file is read once when the list is made (a malformed file is a ``ValueError`` then,
+    so the server does not start); a later version that cannot be read or parsed is logged
+    and the last good list stays in force: a broken edit must not un-revoke anyone.
     """
 
     def __init__(self, path: Path | None) -> None:
         self._path = path
-        self._mtime: float | None = None
-        self._serials: frozenset[int] = frozenset()
-        self._checked_at = 0.0
+        self._version = _file_version(path)
+        self._serials: frozenset[int] = load_revoked_serials(path)
+        self._checked_at = time.monotonic()
         self._missing = False
 
     def is_revoked(self, serial: int) -> bool:
         now = time.monotonic()
         if self._path is not None and now - self._checked_at > 1.0:
             self._checked_at = now
-            try:
-                mtime = self._path.stat().st_mtime
-            except FileNotFoundError:
-                # Keep what was revoked: a deleted or misplaced list must not un-revoke anyone.
-                if not self._missing:
-                    _log.warning(
-                        "revocation list %s is missing; keeping the last one read", self._path
-                    )
-                self._missing = True
-                return serial in self._serials
-            self._missing = False
-            if mtime != self._mtime:
-                self._serials = load_revoked_serials(self._path)
-                self._mtime = mtime
+            self._reload_if_changed(self._path)
         return serial in self._serials
+
+    def _reload_if_changed(self, path: Path) -> None:
+        version = _file_version(path)
+        if version is None:
+            # Keep what was revoked: a deleted or misplaced list must not un-revoke anyone.
+            if not self._missing:
+                _log.warning("revocation list %s is missing; keeping the last one read", path)
+            self._missing = True
+            return
+        self._missing = False
+        if version == self._version:
+            return
+        self._version = version  # tried once per version, good or bad
+        try:
+            self._serials = load_revoked_serials(path)
+        except (OSError, ValueError) as exc:
+            _log.warning(
+                "revocation list %s could not be read (%s); keeping the last one read", path, exc
+            )
+
+
+def _file_version(path: Path | None) -> tuple[int, int, int, int] | None:
+    """What tells one version of the file from another. A rewrite can keep the mtime and
+    size (``touch -r``, ``os.utime``); the inode's change time moves with any write."""
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino
 
 
 class Authenticator:
