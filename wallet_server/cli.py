@@ -265,17 +265,41 @@ def cmd_certs(args: argparse.Namespace) -> None:
         paths = ensure_dev_pki(out)
         print(f"CA and certificates in {paths.ca_cert.parent}")
         return
-    kind, name = ("partner", args.partner) if args.partner else ("operator", args.operator)
+    if args.partner is not None:
+        kind, name = "partner", args.partner
+    else:
+        kind, name = "operator", args.operator
     spiffe_id = partner_spiffe_id(name) if kind == "partner" else operator_spiffe_id(name)
     stem = f"{kind}-{name}" if kind == "partner" else name
+    out_cert, out_key = out / f"{stem}.pem", out / f"{stem}-key.pem"
+    _refuse_to_overwrite_another(out_cert, out_key, spiffe_id)
     issue_certificate(
         ca_cert_path=out / "ca.pem",
         ca_key_path=out / "ca-key.pem",
-        out_cert=out / f"{stem}.pem",
-        out_key=out / f"{stem}-key.pem",
+        out_cert=out_cert,
+        out_key=out_key,
         spiffe_id=spiffe_id,
     )
     print(f"issued {out / (stem + '.pem')} for {spiffe_id}")
+
+
+def _refuse_to_overwrite_another(cert: Path, key: Path, spiffe_id: str) -> None:
+    """Files already there may only be this identity's own certificate and key: an operator
+    named ``server``, ``ca-key`` or ``partner-demo`` would otherwise replace the server's
+    certificate (which a running server reloads), the CA's key or a partner's files."""
+    from wallet_server.security import peer_certificate_from_pem
+
+    if not cert.exists() and not key.exists():
+        return
+    try:
+        holder = peer_certificate_from_pem(cert.read_bytes()).spiffe_id
+    except (OSError, ValueError):
+        holder = None
+    if holder != spiffe_id:
+        raise ValueError(
+            f"{cert.name} or {key.name} already exists in {cert.parent} and is not "
+            f"{spiffe_id}'s certificate; choose another name"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -342,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, DevDatabaseError, StartupError, WorkerError, ValueError) as exc:
+    except (ConfigError, DevDatabaseError, StartupError, WorkerError, ValueError, OSError) as exc:
         print(f"wallet-server: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -178,3 +178,36 @@ def test_migrate_reports_a_current_schema(database_url: str) -> None:
     done = run_cli("migrate", "--database-url", database_url, timeout=READY_TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "database schema is current"
+
+
+def test_certs_issue_refuses_a_name_whose_files_belong_to_another(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    assert run_cli("certs", "init", "--dir", str(certs)).returncode == 0
+    kept = {p.name: p.read_bytes() for p in certs.iterdir()}
+
+    refused = [
+        run_cli("certs", "issue", "--dir", str(certs), "--operator", name)
+        for name in ("server", "ca-key", "admin-key")
+    ]
+    empty = run_cli("certs", "issue", "--dir", str(certs), "--partner", "")
+    untouched = {p.name: p.read_bytes() for p in certs.iterdir()}
+    again = run_cli("certs", "issue", "--dir", str(certs), "--operator", "admin")
+    new = run_cli("certs", "issue", "--dir", str(certs), "--partner", "acme")
+
+    for done in refused:
+        assert_one_error_line(done, "already exists", "choose another name")
+    assert_one_error_line(empty, "invalid identity name ''")
+    assert untouched == kept
+    assert again.returncode == 0, again.stderr  # an identity's own files are renewed
+    assert new.returncode == 0, new.stderr
+    assert (certs / "partner-acme.pem").exists()
+
+
+def test_certs_issue_without_a_ca_is_one_line(tmp_path: Path) -> None:
+    done = run_cli("certs", "issue", "--dir", str(tmp_path / "empty"), "--partner", "acme")
+    assert_one_error_line(done, "ca.pem")
+
+
+def test_a_config_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    done = run_cli("serve", "--config", str(tmp_path))
+    assert_one_error_line(done, str(tmp_path))
