@@ -128,17 +128,42 @@ def _validate(s: Settings) -> None:
         "database_pool_size",
         "password_time_cost",
         "login_max_failures",
+        "login_lockout_seconds",
         "max_streams_per_caller",
     )
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    for name in ("principal_cache_seconds", "shutdown_grace_seconds"):
+        if not getattr(s, name) >= 0:  # NaN too
+            raise ConfigError(f"{name} must be a number of seconds, not negative")
+    # Far beyond any sensible value, and below what would overflow a duration or the
+    # password hasher (a traceback at start-up, or a server that cannot hash).
+    for name, highest in _HIGHEST.items():
+        if not getattr(s, name) <= highest:  # NaN and infinity too
+            raise ConfigError(f"{name} must be at most {highest}")
     if s.idempotency_retention_hours < 24:
         raise ConfigError("idempotency_retention_hours must be at least 24")
     if s.password_memory_kib < 1024:
         raise ConfigError("password_memory_kib must be at least 1024")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("log_level must be one of DEBUG, INFO, WARNING, ERROR")
+
+
+_TEN_YEARS = 10 * 365 * 24 * 3600
+_HIGHEST: dict[str, float] = {
+    "access_token_ttl_seconds": _TEN_YEARS,
+    "refresh_token_ttl_seconds": _TEN_YEARS,
+    "idempotency_retention_hours": _TEN_YEARS // 3600,
+    "login_lockout_seconds": _TEN_YEARS,
+    "database_pool_size": 10_000,
+    "password_time_cost": 100,
+    "password_memory_kib": 4 * 1024 * 1024,
+    "login_max_failures": 1_000,
+    "max_streams_per_caller": 1_000_000,
+    "principal_cache_seconds": 3600,
+    "shutdown_grace_seconds": 3600,
+}
 
 
 def _validate_pem(s: Settings) -> None:
