@@ -3,6 +3,7 @@ replays, atomic batches."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -14,6 +15,7 @@ from wallet.v1 import ledger_pb2, partner_pb2, wallet_pb2
 from tests.e2e.conftest import Metadata, Wallet
 from tests.e2e.errors import rich_error
 from tests.ledger_checks import count, ledger_violations
+from wallet_server import services
 
 
 def usd(minor: int) -> ledger_pb2.Money:
@@ -231,3 +233,36 @@ async def test_a_thousand_items_over_grpc(setup: Setup) -> None:
     assert all(outcome(r) == ("OK", "") for r in response.results)
     assert await s.available(s.alice, s.a) == 1 + 1500
     assert await ledger_violations(s.wallet.engine) == []
+
+
+async def test_one_partner_flooding_batches_is_refused_beyond_its_places(setup: Setup) -> None:
+    s = setup
+    partner = s.wallet.partner
+    sent = 60  # more than MAX_BATCHES_PER_CALLER arrive while two at a time run
+
+    async def batch(n: int) -> str:
+        try:
+            await partner.CreateTransfers(
+                partner_pb2.CreateTransfersRequest(
+                    request_id=str(uuid.uuid4()),
+                    transfers=[transfer(s.s, s.a if i % 2 else s.b, 1) for i in range(200)],
+                )
+            )
+        except aio.AioRpcError as exc:
+            err = rich_error(exc)
+            return f"{err.code.name}/{err.reason}"
+        return "OK"
+
+    outcomes = await asyncio.gather(*(batch(n) for n in range(sent)))
+    applied = outcomes.count("OK")
+
+    assert set(outcomes) == {"OK", "RESOURCE_EXHAUSTED/RATE_LIMITED"}, outcomes
+    assert applied >= services.MAX_BATCHES_PER_CALLER
+    # Every accepted batch moved its 200 items; no refused one moved any.
+    assert await s.available(s.alice, s.a) + await s.available(s.bob, s.b) == 1 + applied * 200
+    assert await ledger_violations(s.wallet.engine) == []
+    await partner.CreateTransfers(  # its places came back
+        partner_pb2.CreateTransfersRequest(
+            request_id=str(uuid.uuid4()), transfers=[transfer(s.s, s.a, 1)]
+        )
+    )

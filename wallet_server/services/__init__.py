@@ -119,6 +119,7 @@ from wallet_server.services import (
     _balance_deltas,
     _batch,
     _batch_slots,
+    _caller_limits,
     _exchange,
     _movement_groups,
     _orders,
@@ -132,6 +133,7 @@ from wallet_server.services import (
 from wallet_server.services._balance_deltas import *  # noqa: F403
 from wallet_server.services._batch import *  # noqa: F403
 from wallet_server.services._batch_slots import *  # noqa: F403
+from wallet_server.services._caller_limits import *  # noqa: F403
 from wallet_server.services._exchange import *  # noqa: F403
 from wallet_server.services._movement_groups import *  # noqa: F403
 from wallet_server.services._orders import *  # noqa: F403
@@ -145,6 +147,7 @@ from wallet_server.services._withdrawals import *  # noqa: F403
 __all__ += _balance_deltas.__all__
 __all__ += _batch.__all__
 __all__ += _batch_slots.__all__
+__all__ += _caller_limits.__all__
 __all__ += _exchange.__all__
 __all__ += _orders.__all__
 __all__ += _promotions.__all__

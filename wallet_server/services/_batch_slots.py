@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from wallet_server.services._batch import BatchResult, CreateTransfers, create_transfers
+from wallet_server.services._caller_limits import CallerLimit
 from wallet_server.services._unit_of_work import UnitOfWork
 
-__all__ = ["MAX_BATCHES_IN_FLIGHT", "BatchSlots"]
+__all__ = ["MAX_BATCHES_IN_FLIGHT", "MAX_BATCHES_PER_CALLER", "BatchSlots"]
 
 # Batches that credit the same accounts take those rows' locks one after another. With all of
 # them running at once, the others' Python work (deciding, serializing) shares the one event
@@ -22,6 +24,10 @@ __all__ = ["MAX_BATCHES_IN_FLIGHT", "BatchSlots"]
 # to 8600 (mean 7160), four 6400 to 8700 (mean 7340); to shared accounts 5250, 5980 and 5780
 # on average, with four's p99 per batch the longest (up to 4.0 s).
 MAX_BATCHES_IN_FLIGHT = 2
+# A waiting batch holds its parsed items (about 1 MiB for 1000) and keeps the partners behind
+# it waiting: one partner sending hundreds at once took the server's memory up by 400 MiB
+# and another partner's one-item batch waited 80 s. The benchmark runs 16 from one partner.
+MAX_BATCHES_PER_CALLER = 32
 
 
 class BatchSlots:
@@ -29,7 +35,8 @@ class BatchSlots:
     first served; the others wait before taking a connection or a lock.
 
     One queue per process for every partner, and a batch's replay waits its turn like new
-    work (the use case finds out it is one). A batch that waits long on a row lock holds its
+    work (the use case finds out it is one); each partner holds at most ``max_per_caller``
+    places in it (:meth:`admit`). A batch that waits long on a row lock holds its
     slot meanwhile; the batches behind it would mostly have waited on the same rows."""
 
     def __init__(
@@ -37,9 +44,17 @@ class BatchSlots:
         new_uow: Callable[[], UnitOfWork],
         *,
         max_in_flight: int = MAX_BATCHES_IN_FLIGHT,
+        max_per_caller: int = MAX_BATCHES_PER_CALLER,
     ) -> None:
         self._new_uow = new_uow
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._per_caller = CallerLimit(max_per_caller, "batches")
+
+    def admit(self, caller: str) -> contextlib.AbstractContextManager[None]:
+        """Hold one of ``caller``'s places for batches, waiting or running, while the block
+        parses and runs it; refused with RESOURCE_EXHAUSTED / RATE_LIMITED when it has
+        ``max_per_caller`` already."""
+        return self._per_caller.hold(caller)
 
     async def create_transfers(self, cmd: CreateTransfers) -> BatchResult:
         async with self._slots:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -26,8 +26,6 @@ from wallet_server.domain import (
     LedgerEvent,
     PartnerPrincipal,
     PayoutDestination,
-    RateLimited,
-    Reason,
     SequencedEvent,
     TransactionKind,
     UserPrincipal,
@@ -35,6 +33,7 @@ from wallet_server.domain import (
 from wallet_server.security import SecretBox
 from wallet_server.services._accounts import load_own_account
 from wallet_server.services._call import note_resources
+from wallet_server.services._caller_limits import CallerLimit
 from wallet_server.services._codec import decode_as
 from wallet_server.services._unit_of_work import UnitOfWork
 from wallet_server.services._withdrawals import payout_destination
@@ -89,8 +88,7 @@ class EventHub:
     ) -> None:
         self._engine = engine
         self._url = database_url
-        self._streams_per_caller = streams_per_caller
-        self._open_streams: dict[str, int] = {}
+        self._open_streams = CallerLimit(streams_per_caller, "open streams")
         self._top_known = False
         # Indexed by what they watch: dispatch costs per interested stream, not per stream.
         self._by_account: dict[UUID, set[Subscription]] = {}
@@ -225,29 +223,13 @@ class EventHub:
         if not self._by_account and not self._by_partner:
             self._top = max(self._top, top)
 
-    @contextlib.contextmanager
-    def stream_of(self, caller: str) -> Iterator[None]:
+    def stream_of(self, caller: str) -> contextlib.AbstractContextManager[None]:
         """Count one open stream of ``caller`` (a principal's key) while the block runs.
 
         Each open stream holds memory (about 44 KiB) and a task until its client goes away,
         so one caller may hold only so many in this process; beyond that a new stream is
         refused with RESOURCE_EXHAUSTED before it reads anything."""
-        count = self._open_streams.get(caller, 0)
-        if count >= self._streams_per_caller:
-            raise RateLimited(
-                f"at most {self._streams_per_caller} open streams per caller; "
-                "close one before opening another",
-                reason=Reason.RATE_LIMITED,
-            )
-        self._open_streams[caller] = count + 1
-        try:
-            yield
-        finally:
-            left = self._open_streams[caller] - 1
-            if left:
-                self._open_streams[caller] = left
-            else:
-                del self._open_streams[caller]
+        return self._open_streams.hold(caller)
 
     def subscribe(
         self, *, account_id: UUID | None = None, partner_id: UUID | None = None

@@ -91,39 +91,42 @@ class BatchPartner:
     ) -> partner_pb2.CreateTransfersResponse:
         # Checked before parsing anything: an oversized batch costs nothing.
         services.check_batch_size(len(request.transfers))
-        violations: list[FieldViolation] = []
-        batch_request_id = None
-        try:
-            batch_request_id = parse_request_id(request.request_id)
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-        items: list[services.BatchTransfer] = []
-        for index, item in enumerate(request.transfers):
-            if index % _ITEMS_PER_TURN == _ITEMS_PER_TURN - 1:
-                await asyncio.sleep(0)
+        caller = partner_caller()
+        # Held while parsing too: a waiting batch's parsed items are most of its memory.
+        with self._deps.batches.admit(caller.key):
+            violations: list[FieldViolation] = []
+            batch_request_id = None
             try:
-                item_request_id = parse_uuid(item.request_id, f"transfers[{index}].request_id")
+                batch_request_id = parse_request_id(request.request_id)
             except InvalidArgument as exc:
                 violations.extend(exc.violations)
-                continue
-            items.append(_parse_item(item, item_request_id))
-        if violations or batch_request_id is None:
-            raise InvalidArgument(
-                "; ".join(f"{v.field}: {v.description}" for v in violations),
-                violations=tuple(violations),
+            items: list[services.BatchTransfer] = []
+            for index, item in enumerate(request.transfers):
+                if index % _ITEMS_PER_TURN == _ITEMS_PER_TURN - 1:
+                    await asyncio.sleep(0)
+                try:
+                    item_request_id = parse_uuid(item.request_id, f"transfers[{index}].request_id")
+                except InvalidArgument as exc:
+                    violations.extend(exc.violations)
+                    continue
+                items.append(_parse_item(item, item_request_id))
+            if violations or batch_request_id is None:
+                raise InvalidArgument(
+                    "; ".join(f"{v.field}: {v.description}" for v in violations),
+                    violations=tuple(violations),
+                )
+            result = await self._deps.batches.create_transfers(
+                services.CreateTransfers(
+                    caller=caller,
+                    request_id=batch_request_id,
+                    transfers=tuple(items),
+                    atomic=request.atomic,
+                )
             )
-        result = await self._deps.batches.create_transfers(
-            services.CreateTransfers(
-                caller=partner_caller(),
-                request_id=batch_request_id,
-                transfers=tuple(items),
-                atomic=request.atomic,
-            )
-        )
-        response = partner_pb2.CreateTransfersResponse()
-        add_result = response.results.add
-        for index, r in enumerate(result.results):
-            if index % _ITEMS_PER_TURN == _ITEMS_PER_TURN - 1:
-                await asyncio.sleep(0)
-            _write_result(add_result(), r)
-        return response
+            response = partner_pb2.CreateTransfersResponse()
+            add_result = response.results.add
+            for index, r in enumerate(result.results):
+                if index % _ITEMS_PER_TURN == _ITEMS_PER_TURN - 1:
+                    await asyncio.sleep(0)
+                _write_result(add_result(), r)
+            return response
