@@ -174,11 +174,19 @@ def _validate_pem(s: Settings) -> None:
     except ValueError:
         raise ConfigError(f"{name}: not a PEM certificate: {getattr(s, name)}") from None
     try:
-        serialization.load_pem_private_key(s.tls_key_file.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(s.tls_key_file.read_bytes(), password=None)
     except (ValueError, TypeError):
         raise ConfigError(
             f"tls_key_file: not an unencrypted PEM private key: {s.tls_key_file}"
         ) from None
+    (leaf, *_) = x509.load_pem_x509_certificates(s.tls_cert_file.read_bytes())
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, spki
+    ) != leaf.public_key().public_bytes(serialization.Encoding.DER, spki):
+        raise ConfigError(
+            f"tls_key_file: {s.tls_key_file} is not the key of tls_cert_file {s.tls_cert_file}"
+        )
 
 
 def _validate_ring(

@@ -381,3 +381,11 @@ def test_tls_files_that_are_not_pem_are_named(config_dir: Path, target: str) -> 
     (config_dir / "tls" / names.get(target, "ca.pem")).write_text("not pem\n")
     with pytest.raises(ConfigError, match=target):
         load_settings(write(config_dir, toml_config()))
+
+
+def test_a_key_that_is_not_the_certificates_is_refused(config_dir: Path, pki: DevPkiPaths) -> None:
+    shutil.copy(pki.admin_key, config_dir / "tls" / "admin-key.pem")
+
+    message = refused(config_dir, toml_config(tls_key_file='"tls/admin-key.pem"'))
+
+    assert "admin-key.pem is not the key of tls_cert_file" in message
