@@ -439,6 +439,61 @@ async def test_an_attempt_in_another_process_counts_while_this_one_verifies(
     assert hasher.verified == policy.max_failed_logins
 
 
+async def test_cancelled_attempts_give_their_places_back(
+    clean_db: AsyncEngine, uow: Uow, policy: services.AuthPolicy
+) -> None:
+    # A client that gives up while its password is checked (or a deadline) must not take
+    # one of the name's places for good: the right password would then be refused.
+    policy, hasher = counting(policy)
+    await sign_up(uow, policy)
+    for _ in range(policy.max_failed_logins):
+        hasher.gate.clear()
+        hasher.entered.clear()
+        attempt = asyncio.create_task(log_in(uow, policy, password="not the password"))
+        assert await asyncio.to_thread(hasher.entered.wait, 10)
+        attempt.cancel()
+        hasher.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+
+    async with clean_db.connect() as conn:
+        in_flight = await conn.scalar(
+            text("SELECT in_flight FROM login_throttle WHERE username = 'alice'")
+        )
+    assert in_flight == 0
+    assert await throttle(uow) == LoginThrottle(failures=0, locked_until=None)
+    assert (await log_in(uow, policy)).access_token
+
+
+async def test_failures_beyond_a_lowered_limit_allow_one_attempt_that_then_locks(
+    clean_db: AsyncEngine, policy: services.AuthPolicy
+) -> None:
+    clock = FakeClock(datetime(2027, 3, 4, 5, 6, tzinfo=UTC))
+    async with services.UnitOfWork(clean_db, clock=clock) as u:
+        for _ in range(4):  # counted under an earlier limit of 5
+            await u.users.record_login_failure(
+                "alice", now=clock.now, max_failures=5, lockout=policy.lockout
+            )
+        await u.connection.commit()
+
+    async def attempt(max_failures: int) -> bool:
+        async with services.UnitOfWork(clean_db, clock=clock) as u:
+            taken = await u.users.begin_login_attempt(
+                "alice", now=clock.now, max_failures=max_failures, lapse_after=timedelta(0)
+            )
+            if taken:
+                await u.users.record_login_failure(
+                    "alice", now=clock.now, max_failures=max_failures, lockout=policy.lockout
+                )
+            await u.connection.commit()
+            return taken
+
+    assert await attempt(3) is True  # not refused for ever without a lockout
+    assert await attempt(3) is False  # that failure locked the name
+    locked = await throttle(lambda: services.UnitOfWork(clean_db, clock=clock))
+    assert locked == LoginThrottle(5, clock.now + policy.lockout)
+
+
 async def test_an_attempt_that_never_came_back_gives_its_place_back_after_a_while(
     clean_db: AsyncEngine, policy: services.AuthPolicy
 ) -> None:

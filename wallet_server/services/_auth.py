@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ from wallet_server.services._results import SessionTokens
 from wallet_server.services._retry import retry_on_conflict
 from wallet_server.services._unit_of_work import UnitOfWork
 from wallet_server.storage.repositories import UserCredentials
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +142,27 @@ async def log_in(cmd: LogIn, uow: UnitOfWork, policy: AuthPolicy) -> SessionToke
             raise RateLimited(
                 "too many failed sign-ins; try again later", reason=Reason.RATE_LIMITED
             )
-        stored_hash = None if creds is None else creds.password_hash
-        # argon2 is deliberately slow: keep it off the event loop (an unknown user is checked
-        # against the hasher's dummy hash, so it takes as long as a wrong password).
-        ok = await asyncio.to_thread(policy.passwords.verify, stored_hash, cmd.password)
-        if creds is None or not ok:
-            await _record_failed_sign_in(uow, policy, username)
-            raise Unauthenticated(_INVALID_CREDENTIALS, reason=Reason.INVALID_CREDENTIALS)
-        rehash = None
-        if policy.passwords.needs_rehash(creds.password_hash):
-            rehash = await asyncio.to_thread(policy.passwords.hash, cmd.password)
-        return await _start_session(cmd, uow, policy, creds, rehash)
+        recorded = False  # a failure counted, or a session started (which clears the row)
+        try:
+            stored_hash = None if creds is None else creds.password_hash
+            # argon2 is deliberately slow: keep it off the event loop (an unknown user is
+            # checked against the hasher's dummy hash, so it takes as long as a wrong one).
+            ok = await asyncio.to_thread(policy.passwords.verify, stored_hash, cmd.password)
+            if creds is None or not ok:
+                await _record_failed_sign_in(uow, policy, username)
+                recorded = True
+                raise Unauthenticated(_INVALID_CREDENTIALS, reason=Reason.INVALID_CREDENTIALS)
+            rehash = None
+            if policy.passwords.needs_rehash(creds.password_hash):
+                rehash = await asyncio.to_thread(policy.passwords.hash, cmd.password)
+            tokens = await _start_session(cmd, uow, policy, creds, rehash)
+            recorded = True
+            return tokens
+        finally:
+            if not recorded:
+                # Cancelled, or the outcome could not be written: give the place back, or
+                # cancelled attempts would lock the name with no failure counted.
+                await _give_back_place(uow, username)
 
 
 @retry_on_conflict
@@ -168,6 +182,26 @@ async def _begin_sign_in(
         # Not uow.commit(): that would write this call's audit row before its outcome.
         await uow.connection.commit()
         return creds, allowed
+
+
+async def _give_back_place(uow: UnitOfWork, username: str) -> None:
+    """Give back an attempt's place, in a task of its own that a second cancellation does
+    not stop. Best effort: a place not given back lapses (``_ATTEMPT_LAPSES_AFTER``)."""
+
+    async def give_back() -> None:
+        async with UnitOfWork(uow.engine, clock=uow.clock) as fresh:
+            await fresh.users.end_login_attempt(username)
+            await fresh.connection.commit()
+
+    task = asyncio.ensure_future(give_back())
+    task.add_done_callback(_log_failed_give_back)
+    with contextlib.suppress(Exception):
+        await asyncio.shield(task)  # a cancellation still leaves through here
+
+
+def _log_failed_give_back(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.warning("could not give back a sign-in attempt's place: %s", task.exception())
 
 
 @retry_on_conflict

@@ -152,7 +152,9 @@ class UserRepository:
         # counts no failures (the next failure starts a fresh count).
         lapsed = func.coalesce(t.in_flight_until <= now, True)
         in_flight = case((lapsed, 0), else_=t.in_flight)
-        failures = case((t.locked_until <= now, 0), else_=t.failures)
+        # Failures beyond a limit lowered since count as one short of it: the name is locked
+        # by its next failure, not refused for ever without a lockout.
+        failures = case((t.locked_until <= now, 0), else_=func.least(t.failures, max_failures - 1))
         stmt = first.on_conflict_do_update(
             index_elements=[t.username],
             set_={
@@ -164,6 +166,15 @@ class UserRepository:
             & (failures + in_flight < max_failures),
         ).returning(t.in_flight)
         return (await self._conn.execute(stmt)).first() is not None
+
+    async def end_login_attempt(self, username: str) -> None:
+        """Give back the place of an attempt that ended without an outcome (cancelled)."""
+        t = login_throttle.c
+        await self._conn.execute(
+            update(login_throttle)
+            .where(t.username == username)
+            .values(in_flight=func.greatest(t.in_flight - 1, 0))
+        )
 
     async def record_login_failure(
         self, username: str, *, now: datetime, max_failures: int, lockout: timedelta
