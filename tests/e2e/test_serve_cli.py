@@ -203,6 +203,22 @@ def test_certs_issue_refuses_a_name_whose_files_belong_to_another(tmp_path: Path
     assert (certs / "partner-acme.pem").exists()
 
 
+def test_certs_issue_refuses_when_another_certificate_sits_where_the_key_goes(
+    tmp_path: Path,
+) -> None:
+    certs = tmp_path / "certs"
+    assert run_cli("certs", "init", "--dir", str(certs)).returncode == 0
+    assert run_cli("certs", "issue", "--dir", str(certs), "--operator", "foo").returncode == 0
+    (certs / "foo-key.pem").rename(tmp_path / "foo-key.pem")  # moved away, as keys are
+    assert run_cli("certs", "issue", "--dir", str(certs), "--operator", "foo-key").returncode == 0
+    kept = (certs / "foo-key.pem").read_bytes()  # operator foo-key's certificate
+
+    done = run_cli("certs", "issue", "--dir", str(certs), "--operator", "foo")
+
+    assert_one_error_line(done, "already exists", "choose another name")
+    assert (certs / "foo-key.pem").read_bytes() == kept
+
+
 def test_certs_issue_without_a_ca_is_one_line(tmp_path: Path) -> None:
     done = run_cli("certs", "issue", "--dir", str(tmp_path / "empty"), "--partner", "acme")
     assert_one_error_line(done, "ca.pem")

@@ -67,3 +67,34 @@ def test_a_bad_line_is_an_error_naming_its_line(tmp_path: Path, bad_entry: str) 
     with pytest.raises(ValueError, match=r"revoked\.txt:3: not a certificate serial") as raised:
         load_revoked_serials(path)
     assert repr(bad_entry.strip()) in str(raised.value)
+
+
+class _Clock:
+    """Stands in for ``time`` in the revocation list: its re-read window is a second."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_list_whose_directory_goes_keeps_what_it_revoked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wallet_server.services import _authentication
+
+    clock = _Clock()
+    monkeypatch.setattr(_authentication, "time", clock)
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    path = write(folder, "0x1f\n")
+    revocations = _authentication.RevocationList(path)
+    assert revocations.is_revoked(0x1F)
+
+    folder.rename(tmp_path / "elsewhere")
+    folder.write_text("a file where the directory was")  # stat: NotADirectoryError
+    clock.now += 2
+
+    assert revocations.is_revoked(0x1F)  # no error, and still revoked
+    assert not revocations.is_revoked(0x20)

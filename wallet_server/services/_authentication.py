@@ -107,7 +107,10 @@ class RevocationList:
         if version is None:
             # Keep what was revoked: a deleted or misplaced list must not un-revoke anyone.
             if not self._missing:
-                _log.warning("revocation list %s is missing; keeping the last one read", path)
+                _log.warning(
+                    "revocation list %s is missing or unreadable; keeping the last one read",
+                    path,
+                )
             self._missing = True
             return
         self._missing = False
@@ -129,7 +132,7 @@ def _file_version(path: Path | None) -> tuple[int, int, int, int] | None:
         return None
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except OSError:  # gone, or a directory on its path gone or closed: treated as missing
         return None
     return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino
 
