@@ -287,21 +287,15 @@ def _refuse_to_overwrite_another(cert: Path, key: Path, spiffe_id: str) -> None:
     """Files already there may only be this identity's own certificate and key: an operator
     named ``server``, ``ca-key`` or ``partner-demo`` would otherwise replace the server's
     certificate (which a running server reloads), the CA's key or a partner's files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    from wallet_server.security import peer_certificate_from_pem
+    from wallet_server.security import key_fits_certificate, peer_certificate_from_pem
 
     if not cert.exists() and not key.exists():
         return
     try:
         pem = cert.read_bytes()
-        holder = peer_certificate_from_pem(pem).spiffe_id
         # The key file too: another identity's certificate may sit where this key goes.
-        owned = holder == spiffe_id and (
-            not key.exists()
-            or _public_der(serialization.load_pem_private_key(key.read_bytes(), None))
-            == _public_der(x509.load_pem_x509_certificate(pem))
+        owned = peer_certificate_from_pem(pem).spiffe_id == spiffe_id and (
+            not key.exists() or key_fits_certificate(key.read_bytes(), pem)
         )
     except (OSError, ValueError, TypeError):
         owned = False
@@ -310,18 +304,6 @@ def _refuse_to_overwrite_another(cert: Path, key: Path, spiffe_id: str) -> None:
             f"{cert.name} or {key.name} already exists in {cert.parent} and is not "
             f"{spiffe_id}'s certificate and key; choose another name (or remove leftovers)"
         )
-
-
-def _public_der(holder: Any) -> bytes:
-    """The public key of a private key or a certificate, as DER, to compare them."""
-    from cryptography.hazmat.primitives import serialization
-
-    public = holder.public_key()
-    return bytes(
-        public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from wallet_server.security import load_revoked_serials
+from wallet_server.security import key_fits_certificate, load_revoked_serials
 
 __all__ = [
     "DEFAULT_MAX_STREAMS_PER_CALLER",
@@ -174,16 +173,12 @@ def _validate_pem(s: Settings) -> None:
     except ValueError:
         raise ConfigError(f"{name}: not a PEM certificate: {getattr(s, name)}") from None
     try:
-        key = serialization.load_pem_private_key(s.tls_key_file.read_bytes(), password=None)
+        fits = key_fits_certificate(s.tls_key_file.read_bytes(), s.tls_cert_file.read_bytes())
     except (ValueError, TypeError):
         raise ConfigError(
             f"tls_key_file: not an unencrypted PEM private key: {s.tls_key_file}"
         ) from None
-    (leaf, *_) = x509.load_pem_x509_certificates(s.tls_cert_file.read_bytes())
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(
-        serialization.Encoding.DER, spki
-    ) != leaf.public_key().public_bytes(serialization.Encoding.DER, spki):
+    if not fits:
         raise ConfigError(
             f"tls_key_file: {s.tls_key_file} is not the key of tls_cert_file {s.tls_cert_file}"
         )

@@ -128,6 +128,35 @@ async def test_replaced_server_certificate_is_served_without_restart(
         await engine.dispose()
 
 
+async def test_a_replaced_key_that_is_not_the_certificates_is_not_served(
+    database_url: str, pki: DevPkiPaths, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = tmp_path / "server.pem", tmp_path / "server-key.pem"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    engine = create_engine(database_url)
+    settings = make_settings(database_url, pki, tls_cert_file=cert, tls_key_file=key)
+    server, ports = create_server(settings, engine)
+    await server.start()
+    try:
+        before = await asyncio.to_thread(_served_certificate, ports.public, pki.ca_cert)
+        shutil.copy(pki.admin_key, key)  # the wrong key: every handshake would fail with it
+        for _ in range(8):  # past the once-a-second look at the files
+            await asyncio.sleep(0.2)
+            served = await asyncio.to_thread(_served_certificate, ports.public, pki.ca_cert)
+            assert served.serial_number == before.serial_number
+        async with channel(ports.public, pki) as ch:
+            await auth_pb2_grpc.AuthServiceStub(ch).Register(
+                auth_pb2.RegisterRequest(
+                    username=f"u{uuid.uuid4().hex[:8]}", password="long enough pw"
+                )
+            )
+        assert any("keeping the old ones" in r.getMessage() for r in caplog.records)
+    finally:
+        await server.stop(1.0)
+        await engine.dispose()
+
+
 async def test_a_call_abandoned_by_its_deadline_is_audited_as_deadline_exceeded(
     clean_db: AsyncEngine, database_url: str, pki: DevPkiPaths
 ) -> None:

@@ -1,6 +1,6 @@
 """Passwords, tokens, certificates and the dev CA, and encryption of secrets at rest."""
 
-from wallet_server.security._certificates import issue_certificate
+from wallet_server.security._certificates import issue_certificate, key_fits_certificate
 from wallet_server.security._dev_pki import DevPkiPaths, ensure_dev_pki
 from wallet_server.security._identities import (
     OPERATOR_SPIFFE_PREFIX,
@@ -35,6 +35,7 @@ __all__ = [
     "ensure_dev_pki",
     "hash_refresh_token",
     "issue_certificate",
+    "key_fits_certificate",
     "load_revoked_serials",
     "new_refresh_token",
     "operator_spiffe_id",

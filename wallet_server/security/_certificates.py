@@ -237,6 +237,15 @@ def key_matches(certificate: x509.Certificate, private_key: ec.EllipticCurvePriv
     )
 
 
+def key_fits_certificate(key_pem: bytes, certificate_pem: bytes) -> bool:
+    """Whether the PEM private key (any type, unencrypted) is the key of the PEM file's
+    first certificate; ``ValueError`` (or ``TypeError``) if either cannot be read."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    (leaf, *_) = x509.load_pem_x509_certificates(certificate_pem)
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
+
+
 def is_issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         certificate.verify_directly_issued_by(issuer)

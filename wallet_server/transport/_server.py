@@ -30,7 +30,12 @@ from wallet.v1 import (
 )
 
 from wallet_server.config import Settings
-from wallet_server.security import AccessTokenCodec, PasswordHasher, SecretBox
+from wallet_server.security import (
+    AccessTokenCodec,
+    PasswordHasher,
+    SecretBox,
+    key_fits_certificate,
+)
 from wallet_server.services import (
     FOLD_BATCH,
     Authenticator,
@@ -107,12 +112,20 @@ class _CertificateReloader:
         stamp = self._mtimes()
         if not stamp or stamp == self._stamp:
             return None
+        self._stamp = stamp  # each version is looked at once, good or bad
         try:
+            fits = key_fits_certificate(self._key.read_bytes(), self._cert.read_bytes())
             config = self.configuration()
-        except (OSError, ValueError):
-            _log.warning("server certificate files changed but could not be read; keeping old")
+        except (OSError, ValueError, TypeError):
+            fits = False
+        if not fits:
+            # Half-replaced, or a key and certificate that do not belong together: every
+            # handshake would fail with it.
+            _log.warning(
+                "server certificate files changed but are not a readable certificate with "
+                "its key; keeping the old ones"
+            )
             return None
-        self._stamp = stamp
         _log.info("server certificate reloaded")
         return config
 
