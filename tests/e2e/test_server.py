@@ -7,6 +7,8 @@ import shutil
 import socket
 import ssl
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -22,7 +24,7 @@ from tests.e2e.conftest import channel, make_settings
 from tests.e2e.errors import rich_error
 from wallet_server.security import DevPkiPaths, issue_certificate
 from wallet_server.storage import create_engine
-from wallet_server.transport import create_server
+from wallet_server.transport import ServerPorts, create_server
 
 
 def _missing_database(database_url: str) -> str:
@@ -88,9 +90,12 @@ def _served_certificate(port: int, ca: Path) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-async def test_replaced_server_certificate_is_served_without_restart(
+@asynccontextmanager
+async def serving_files_of_its_own(
     database_url: str, pki: DevPkiPaths, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[Path, Path, ServerPorts, x509.Certificate]]:
+    """A server on copies of the dev server certificate and key; yields the two paths, the
+    ports and the certificate served at first."""
     cert, key = tmp_path / "server.pem", tmp_path / "server-key.pem"
     shutil.copy(pki.server_cert, cert)
     shutil.copy(pki.server_key, key)
@@ -99,7 +104,24 @@ async def test_replaced_server_certificate_is_served_without_restart(
     server, ports = create_server(settings, engine)
     await server.start()
     try:
-        before = await asyncio.to_thread(_served_certificate, ports.public, pki.ca_cert)
+        first = await asyncio.to_thread(_served_certificate, ports.public, pki.ca_cert)
+        yield cert, key, ports, first
+        # And gRPC clients keep working, with whichever certificate is served now.
+        async with channel(ports.public, pki) as ch:
+            await auth_pb2_grpc.AuthServiceStub(ch).Register(
+                auth_pb2.RegisterRequest(
+                    username=f"u{uuid.uuid4().hex[:8]}", password="long enough pw"
+                )
+            )
+    finally:
+        await server.stop(1.0)
+        await engine.dispose()
+
+
+async def test_replaced_server_certificate_is_served_without_restart(
+    database_url: str, pki: DevPkiPaths, tmp_path: Path
+) -> None:
+    async with serving_files_of_its_own(database_url, pki, tmp_path) as (cert, key, ports, before):
         issue_certificate(
             ca_cert_path=pki.ca_cert,
             ca_key_path=pki.ca_key,
@@ -116,45 +138,18 @@ async def test_replaced_server_certificate_is_served_without_restart(
             if after.serial_number != before.serial_number:
                 break
         assert after.serial_number != before.serial_number
-        # And gRPC clients keep working with the new certificate.
-        async with channel(ports.public, pki) as ch:
-            await auth_pb2_grpc.AuthServiceStub(ch).Register(
-                auth_pb2.RegisterRequest(
-                    username=f"u{uuid.uuid4().hex[:8]}", password="long enough pw"
-                )
-            )
-    finally:
-        await server.stop(1.0)
-        await engine.dispose()
 
 
 async def test_a_replaced_key_that_is_not_the_certificates_is_not_served(
     database_url: str, pki: DevPkiPaths, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cert, key = tmp_path / "server.pem", tmp_path / "server-key.pem"
-    shutil.copy(pki.server_cert, cert)
-    shutil.copy(pki.server_key, key)
-    engine = create_engine(database_url)
-    settings = make_settings(database_url, pki, tls_cert_file=cert, tls_key_file=key)
-    server, ports = create_server(settings, engine)
-    await server.start()
-    try:
-        before = await asyncio.to_thread(_served_certificate, ports.public, pki.ca_cert)
+    async with serving_files_of_its_own(database_url, pki, tmp_path) as (_, key, ports, before):
         shutil.copy(pki.admin_key, key)  # the wrong key: every handshake would fail with it
         for _ in range(8):  # past the once-a-second look at the files
             await asyncio.sleep(0.2)
             served = await asyncio.to_thread(_served_certificate, ports.public, pki.ca_cert)
             assert served.serial_number == before.serial_number
-        async with channel(ports.public, pki) as ch:
-            await auth_pb2_grpc.AuthServiceStub(ch).Register(
-                auth_pb2.RegisterRequest(
-                    username=f"u{uuid.uuid4().hex[:8]}", password="long enough pw"
-                )
-            )
         assert any("keeping the old ones" in r.getMessage() for r in caplog.records)
-    finally:
-        await server.stop(1.0)
-        await engine.dispose()
 
 
 async def test_a_call_abandoned_by_its_deadline_is_audited_as_deadline_exceeded(
