@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wallet_server.security._files import write_atomically
@@ -230,20 +231,18 @@ def is_ca(certificate: x509.Certificate) -> bool:
     return constraints.value.ca
 
 
-def key_matches(certificate: x509.Certificate, private_key: ec.EllipticCurvePrivateKey) -> bool:
-    public_key = certificate.public_key()
-    return (
-        isinstance(public_key, ec.EllipticCurvePublicKey) and public_key == private_key.public_key()
-    )
+def key_matches(certificate: x509.Certificate, private_key: PrivateKeyTypes) -> bool:
+    """Whether ``private_key`` is the key of ``certificate`` (keys of different types never
+    are)."""
+    return bool(certificate.public_key() == private_key.public_key())
 
 
 def key_fits_certificate(key_pem: bytes, certificate_pem: bytes) -> bool:
-    """Whether the PEM private key (any type, unencrypted) is the key of the PEM file's
-    first certificate; ``ValueError`` (or ``TypeError``) if either cannot be read."""
+    """:func:`key_matches` for a PEM private key (any type, unencrypted) and the first
+    certificate of a PEM file; ``ValueError`` (or ``TypeError``) if either cannot be read."""
     key = serialization.load_pem_private_key(key_pem, password=None)
     (leaf, *_) = x509.load_pem_x509_certificates(certificate_pem)
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
+    return key_matches(leaf, key)
 
 
 def is_issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
