@@ -25,7 +25,7 @@ def text_problem(value: str) -> str | None:
     "Shop" with a zero-width space); nor be made only of invisible characters."""
     if value.isprintable():  # the common case; it refuses every character refused below
         return None
-    formats = 0
+    formats = visible = False
     for char in value:
         if char in _BIDI_CONTROLS:
             return "must not contain bidirectional override characters"
@@ -35,7 +35,7 @@ def text_problem(value: str) -> str | None:
         if category == "Cf":
             if char not in _TEXT_FORMAT and ord(char) not in _TAGS:
                 return "must not contain invisible formatting characters"
-            formats += 1
-    if formats and all(c.isspace() or unicodedata.category(c) == "Cf" for c in value):
-        return "must contain a visible character"
-    return None
+            formats = True
+        elif not char.isspace():
+            visible = True
+    return "must contain a visible character" if formats and not visible else None
