@@ -40,9 +40,9 @@ async def list_settlement_accounts(
         found = await uow.ledger.list_settlement_accounts(
             cmd.caller.partner_id, after=cmd.after_currency, limit=cmd.page_size + 1
         )
-        for account in found[: cmd.page_size]:
+        page = tuple(found[: cmd.page_size])
+        for account in page:
             _ensure_in_range(account)
         await uow.commit()
-    page = tuple(found[: cmd.page_size])
     more = len(found) > cmd.page_size
     return SettlementAccountPage(page, page[-1].currency if more and page else None)
