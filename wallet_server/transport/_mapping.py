@@ -120,9 +120,13 @@ def parse_time(ts: timestamp_pb2.Timestamp, field: str, *, present: bool) -> dat
         raise InvalidArgument.for_field(field, "not a valid time") from None
 
 
-def time_field(message: Any, field: str) -> datetime | None:
-    """``message``'s timestamp ``field`` (:func:`parse_time`), None when it is not set."""
-    return parse_time(getattr(message, field), field, present=message.HasField(field))
+def time_field(message: Any, field: str, *, required: bool = False) -> datetime | None:
+    """``message``'s timestamp ``field`` (:func:`parse_time`), None when it is not set
+    (INVALID_ARGUMENT "required" on ``field`` when it must be)."""
+    present = message.HasField(field)
+    if required and not present:
+        raise InvalidArgument.for_field(field, "required")
+    return parse_time(getattr(message, field), field, present=present)
 
 
 def collect(*checks: Any) -> None:

@@ -25,8 +25,8 @@ from wallet_server.transport._mapping import (
     parse_page_size,
     parse_request_id,
     parse_text,
-    parse_time,
     parse_uuid,
+    time_field,
     timestamp,
 )
 from wallet_server.transport.servicers._deps import Servicers, operator_caller
@@ -83,9 +83,7 @@ class PromotionsAdmin:
         parsed: dict[str, Any] = {"min_payment_amount": None}
 
         def end_time() -> None:
-            if not request.HasField("end_time"):
-                raise InvalidArgument.for_field("end_time", "required")
-            parsed["end_time"] = parse_time(request.end_time, "end_time", present=True)
+            parsed["end_time"] = time_field(request, "end_time", required=True)
 
         def min_payment() -> None:
             if request.HasField("min_payment_amount"):
@@ -119,9 +117,7 @@ class PromotionsAdmin:
             lambda: parsed.setdefault("merchant_names", _merchant_names(request.merchant_names)),
             lambda: parsed.setdefault(
                 "start_time",
-                parse_time(
-                    request.start_time, "start_time", present=request.HasField("start_time")
-                ),
+                time_field(request, "start_time"),
             ),
             end_time,
         )

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 from wallet.v1 import wallet_pb2
 
@@ -19,8 +18,8 @@ from wallet_server.transport._mapping import (
     is_sequence,
     money_to_proto,
     parse_page_size,
-    parse_time,
     parse_uuid,
+    time_field,
     timestamp,
     transaction_to_proto,
 )
@@ -93,16 +92,13 @@ class StatementsWallet:
         caller = user_caller()
         parsed: dict[str, Any] = {}
 
-        def required_time(field: str, ts: Timestamp, present: bool) -> None:
-            value = parse_time(ts, field, present=present)
-            if value is None:
-                raise InvalidArgument.for_field(field, "required")
-            parsed[field] = value
+        def required_time(field: str) -> None:
+            parsed[field] = time_field(request, field, required=True)
 
         collect(
             lambda: parsed.setdefault("account_id", parse_uuid(request.account_id, "account_id")),
-            lambda: required_time("start_time", request.start_time, request.HasField("start_time")),
-            lambda: required_time("end_time", request.end_time, request.HasField("end_time")),
+            lambda: required_time("start_time"),
+            lambda: required_time("end_time"),
             lambda: parsed.setdefault("page_size", parse_page_size(request.page_size)),
         )
         account_id: UUID = parsed["account_id"]
