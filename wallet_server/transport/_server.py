@@ -93,9 +93,12 @@ class _CertificateReloader:
         except FileNotFoundError:
             return ()
 
-    def configuration(self) -> grpc.ServerCertificateConfiguration:
+    def configuration(
+        self, key: bytes | None = None, cert: bytes | None = None
+    ) -> grpc.ServerCertificateConfiguration:
+        """The files as gRPC takes them; ``key`` and ``cert`` when already read."""
         return grpc.ssl_server_certificate_configuration(
-            [(self._key.read_bytes(), self._cert.read_bytes())],
+            [(key or self._key.read_bytes(), cert or self._cert.read_bytes())],
             root_certificates=self._client_ca.read_bytes() if self._client_ca else None,
         )
 
@@ -114,8 +117,10 @@ class _CertificateReloader:
             return None
         self._stamp = stamp  # each version is looked at once, good or bad
         try:
-            fits = key_fits_certificate(self._key.read_bytes(), self._cert.read_bytes())
-            config = self.configuration()
+            # Read once: what is checked is what is served, even if the files change between.
+            key, cert = self._key.read_bytes(), self._cert.read_bytes()
+            fits = key_fits_certificate(key, cert)
+            config = self.configuration(key, cert)
         except (OSError, ValueError, TypeError):
             fits = False
         if not fits:
