@@ -26,6 +26,13 @@ def _raw(data: bytes) -> bytes:
     return data
 
 
+def _public_channel(wallet: Wallet) -> aio.Channel:
+    """A channel of the test's own to the public port (raw calls), closed with the others."""
+    public = channel(wallet.ports.public, wallet.pki)
+    wallet.channels.append(public)
+    return public
+
+
 async def _call(
     ch: aio.Channel, path: str, data: bytes, metadata: Metadata, *, streaming: bool
 ) -> None:
@@ -72,8 +79,7 @@ async def test_undecodable_requests_are_invalid_argument_for_every_kind_of_metho
     wallet: Wallet,
 ) -> None:
     alice = await wallet.sign_up("alice")
-    public = channel(wallet.ports.public, wallet.pki)
-    wallet.channels.append(public)
+    public = _public_channel(wallet)
 
     login = await _send(public, "/wallet.v1.AuthService/Login", TRUNCATED)
     transfer = await _send(public, "/wallet.v1.WalletService/Transfer", TRUNCATED, alice)
@@ -93,8 +99,7 @@ async def test_undecodable_requests_are_invalid_argument_for_every_kind_of_metho
 async def test_an_undecodable_request_is_refused_only_after_authentication(
     wallet: Wallet,
 ) -> None:
-    public = channel(wallet.ports.public, wallet.pki)
-    wallet.channels.append(public)
+    public = _public_channel(wallet)
 
     err = await _send(public, "/wallet.v1.WalletService/Transfer", TRUNCATED)
 
@@ -186,8 +191,7 @@ async def test_methods_wallet_v1_does_not_have_are_unimplemented_with_error_info
     wallet: Wallet,
 ) -> None:
     alice = await wallet.sign_up("alice")
-    public = channel(wallet.ports.public, wallet.pki)
-    wallet.channels.append(public)
+    public = _public_channel(wallet)
     wallet.partner  # noqa: B018 (opens the partner's mTLS channel)
     partner = wallet.channels[-1]
     long_name = "/wallet.v1.WalletService/" + "N" * 5_000
